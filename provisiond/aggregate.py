@@ -1,0 +1,124 @@
+"""Files rendered from all active entries of a service (scst.conf, bacula-sd.conf, a cron file).
+
+Two things make these different from per-entry files:
+- Many entries changing together must not render the same file hundreds of times, and two
+  workers must never write it at once. A `Coalescer` serialises the renders of one file and
+  lets every request that arrived before a render started share that render's result.
+- Entries being worked on are not yet `added` in the directory, and an entry being deleted
+  still is. Each in-flight job registers an overlay (its validated values, or None for a
+  delete) that is laid over the directory's view until the job reports its outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provisiond.directory.access import Directory
+from provisiond.logs import kv
+from provisiond.values import InvalidValue, parse_entry
+
+if TYPE_CHECKING:
+    from provisiond.config.model import ServiceSpec, Step
+    from provisiond.pipeline import Job
+
+log = logging.getLogger("provisiond.aggregate")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry as an aggregate template sees it: `item.dn`, `item.uuid`, `item.values.x`."""
+
+    dn: str
+    uuid: str
+    values: Mapping[str, Any]
+
+
+class Coalescer:
+    """Run a function at most once at a time; callers waiting meanwhile share the next run."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+        self._error: BaseException | None = None
+        self.runs = 0
+
+    def run(self, function: Callable[[], None]) -> None:
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            while self._running:
+                self._cond.wait()
+                if self._completed >= ticket:  # a run that started after we asked is done
+                    if self._error is not None:
+                        raise self._error
+                    return
+            self._running = True
+            covers = self._requested
+        error: BaseException | None = None
+        try:
+            function()
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller it covers
+            error = exc
+        with self._cond:
+            self._running = False
+            self._completed = covers
+            self._error = error
+            self.runs += 1
+            self._cond.notify_all()
+        if error is not None:
+            raise error
+
+
+class Aggregates:
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._coalescers: dict[Path, Coalescer] = {}
+        # service name -> uuid -> (dn, values or None when the entry is being deleted)
+        self._overlays: dict[str, dict[str, tuple[str, Mapping[str, Any] | None]]] = {}
+
+    def begin(self, job: Job) -> None:
+        values = None if job.request == "delete" else job.values
+        with self._lock:
+            self._overlays.setdefault(job.service.name, {})[job.uuid] = (job.dn, values)
+
+    def end(self, job: Job) -> None:
+        with self._lock:
+            self._overlays.get(job.service.name, {}).pop(job.uuid, None)
+
+    def coalescer(self, path: Path) -> Coalescer:
+        with self._lock:
+            return self._coalescers.setdefault(path, Coalescer())
+
+    def entries(self, service: ServiceSpec) -> list[Member]:
+        """The active entries, sorted by DN so the output is stable."""
+        found: dict[str, Member] = {}
+        for entry in self.directory.search(service.base, service.aggregate_filter,
+                                           service.ldap_attributes(), service.scope):
+            try:
+                values = parse_entry(service.values, entry.attributes)
+            except InvalidValue as exc:
+                log.warning(kv(event="aggregate-skip", service=service.name, dn=entry.dn,
+                               msg=str(exc)))
+                continue
+            found[entry.uuid] = Member(entry.dn, entry.uuid, values)
+        with self._lock:
+            overlays = dict(self._overlays.get(service.name, {}))
+        for uuid, (dn, values) in overlays.items():
+            if values is None:
+                found.pop(uuid, None)
+            else:
+                found[uuid] = Member(dn, uuid, values)
+        return sorted(found.values(), key=lambda member: member.dn.lower())
+
+    def render(self, job: Job, step: Step, path: Path,
+               render: Callable[[list[Member]], None]) -> None:
+        del step  # the path identifies the file; the step is the caller's concern
+        self.coalescer(path).run(lambda: render(self.entries(job.service)))

@@ -1,0 +1,97 @@
+"""`provisiond check`: everything that can be verified before the first entry arrives.
+
+The configuration (and every template) was already loaded and compiled to get here; this adds
+what needs the outside world: hook programs, the bind, the service bases, the sync control.
+One line per check, `ok` or `FAIL` first, so a human and a script read it the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+import ldap3
+
+from provisiond.config.model import Config, HookAction
+from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.hooks import HookError, resolve_program
+
+SYNC_REQUEST_OID = "1.3.6.1.4.1.4203.1.9.1.1"
+ASSERTION_OID = "1.3.6.1.1.12"
+
+
+def _hook_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
+    seen: set[str] = set()
+    for spec in config.services:
+        for steps in spec.steps.values():
+            for step in steps:
+                if isinstance(step.action, HookAction):
+                    program = step.action.argv[0]
+                    if program in seen or "{" in program:
+                        continue
+                    seen.add(program)
+
+                    def check(program: str = program) -> str:
+                        return resolve_program(program, config.hooks.path)
+
+                    yield f"hook {program} is executable", check
+
+
+def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
+    results: list[bool] = []
+
+    def report(name: str, action: Callable[[], object]) -> object | None:
+        try:
+            detail = action()
+        except (HookError, DirectoryUnavailable, OSError, RuntimeError) as exc:
+            print(f"FAIL  {name}: {exc}", file=out)
+            results.append(False)
+            return None
+        suffix = f" ({detail})" if isinstance(detail, str) and detail else ""
+        print(f"ok    {name}{suffix}", file=out)
+        results.append(True)
+        return detail
+
+    report(f"configuration {config.source} loads, templates compile",
+           lambda: f"{len(config.services)} services")
+    for name, check in _hook_checks(config):
+        report(name, check)
+
+    factory = ConnectionFactory(config.ldap)
+    connection = report(f"bind to {config.ldap.uri} as {config.ldap.bind_dn or 'anonymous'}",
+                        lambda: factory.open())
+    if isinstance(connection, ldap3.Connection):
+        def root_dse() -> list[str]:
+            connection.search("", "(objectClass=*)", search_scope=ldap3.BASE,
+                              attributes=["supportedControl"])
+            if not connection.entries:
+                raise RuntimeError("cannot read the root DSE")
+            return [str(v) for v in connection.entries[0]["supportedControl"].values]
+
+        found = report("read the root DSE", root_dse)
+        controls = found if isinstance(found, list) else []
+
+        def has(oid: str, what: str) -> Callable[[], str]:
+            def check() -> str:
+                if oid not in controls:
+                    raise RuntimeError(f"the server does not advertise {what} ({oid})")
+                return oid
+            return check
+
+        report("server supports LDAP Content Synchronization (RFC 4533)",
+               has(SYNC_REQUEST_OID, "the Sync Request control"))
+        report("server supports the Assertion control (RFC 4528)",
+               has(ASSERTION_OID, "the Assertion control"))
+        for spec in config.services:
+            def base_exists(base: str = spec.base) -> str:
+                connection.search(base, "(objectClass=*)", search_scope=ldap3.BASE,
+                                  attributes=["1.1"])
+                if connection.result.get("result") != 0:
+                    raise RuntimeError(f"{connection.result.get('description')}")
+                return ""
+            report(f"service {spec.name}: base {spec.base} exists", base_exists)
+        connection.unbind()
+    failed = results.count(False)
+    print(f"{len(results) - failed} passed, {failed} failed", file=out)
+    return 0 if failed == 0 else 1

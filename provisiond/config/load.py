@@ -1,0 +1,175 @@
+"""Loading the configuration: provisiond.yaml, services.d/*.yaml and shipped service kinds.
+
+The result is a fully checked `Config`, or a `ConfigError` naming the file, the key path and
+the reason; the CLI turns that into exit status 78 (EX_CONFIG) before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisiond import paths
+from provisiond.config.model import (
+    Config,
+    HookSettings,
+    LoggingSettings,
+    RetrySettings,
+    ServiceSpec,
+    SyncSettings,
+)
+from provisiond.config.schema import ConfigError, Where, read_section, sample_yaml
+from provisiond.config.sections import HOOKS, LDAP, LOGGING, RETRY, SECTIONS, SERVICES_SAMPLE, SYNC, TOP
+from provisiond.config.services import read_service
+from provisiond.directory.connection import LdapSettings
+from provisiond.render import make_environment
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), "", f"invalid YAML: {where}{problem}") from exc
+
+
+def check_secret_file(path: str, where: Where) -> None:
+    """The bind password file must exist and be private to its owner."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise where.error(f"cannot read {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise where.error(f"{path} is not a regular file")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise where.error(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            "chmod 600 it"
+        )
+    if not os.access(path, os.R_OK):
+        raise where.error(f"{path} is not readable by this user")
+
+
+def find_kind(kind: str, where: Where) -> tuple[Path, Mapping[str, Any]]:
+    for directory in paths.kinds_dirs():
+        candidate = directory / f"{kind}.yaml"
+        if candidate.is_file():
+            data = _read_yaml(candidate)
+            if not isinstance(data, Mapping):
+                raise ConfigError(str(candidate), "", "a service kind must be a mapping")
+            return candidate, data
+    searched = ", ".join(str(d) for d in paths.kinds_dirs())
+    raise where.error(f"unknown service kind {kind!r} (searched {searched})")
+
+
+def merge_kind(data: Mapping[str, Any], where: Where) -> Mapping[str, Any]:
+    """A `kind:` service starts from the shipped definition; `vars` merge key by key and
+    any other key the site gives replaces the shipped one."""
+    kind = data.get("kind")
+    if kind is None:
+        return data
+    if not isinstance(kind, str):
+        raise where.child("kind").error("must be a string")
+    _, shipped = find_kind(kind, where.child("kind"))
+    merged = dict(shipped)
+    user_vars = data.get("vars") or {}
+    if not isinstance(user_vars, Mapping):
+        raise where.child("vars").error("must be a mapping")
+    shipped_vars = dict(shipped.get("vars") or {})
+    unknown = set(user_vars) - set(shipped_vars)
+    if unknown:
+        raise where.child("vars").child(sorted(unknown)[0]).error(
+            f"not a var of kind {kind} (known: {', '.join(sorted(shipped_vars))})"
+        )
+    merged.update({k: v for k, v in data.items() if k != "vars"})
+    merged["vars"] = {**shipped_vars, **user_vars}
+    return merged
+
+
+def _service_files(config_path: Path) -> list[Path]:
+    directory = config_path.parent / "services.d"
+    return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    config_path = Path(path) if path else paths.DEFAULT_CONFIG
+    top = Where(str(config_path))
+    data = _read_yaml(config_path)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise top.error("the configuration must be a mapping")
+    known = {section.name for section in SECTIONS} | {o.name for o in TOP.options} | {"services"}
+    for key in data:
+        if key not in known:
+            raise top.child(str(key)).error(f"unknown key (known: {', '.join(sorted(known))})")
+
+    ldap = read_section(LDAP, data.get("ldap"), top.child("ldap"))
+    if ldap["bind_password_file"]:
+        check_secret_file(ldap["bind_password_file"], top.child("ldap").child("bind_password_file"))
+    if ldap["bind_dn"] and not ldap["bind_password_file"]:
+        raise top.child("ldap").child("bind_password_file").error(
+            "is required with bind_dn (the password is only ever read from a file)"
+        )
+    sync = read_section(SYNC, data.get("sync"), top.child("sync"))
+    logging_ = read_section(LOGGING, data.get("logging"), top.child("logging"))
+    hooks = read_section(HOOKS, data.get("hooks"), top.child("hooks"))
+    retry = read_section(RETRY, data.get("retry"), top.child("retry"))
+    general = read_section(TOP, {k: v for k, v in data.items() if k in {o.name for o in TOP.options}}, top)
+
+    templates = tuple(Path(p) for p in general["templates"]) if general["templates"] else paths.templates_dirs()
+    env = make_environment(templates)
+
+    definitions: list[tuple[str, Mapping[str, Any], Where]] = []
+    services = data.get("services") or {}
+    if not isinstance(services, Mapping):
+        raise top.child("services").error("must be a mapping of service name to definition")
+    definitions += [(str(n), d, top.child("services").child(str(n))) for n, d in services.items()]
+    for extra in _service_files(config_path):
+        extra_data = _read_yaml(extra) or {}
+        if not isinstance(extra_data, Mapping):
+            raise ConfigError(str(extra), "", "must be a mapping of service name to definition")
+        definitions += [(str(n), d, Where(str(extra), str(n))) for n, d in extra_data.items()]
+
+    specs: list[ServiceSpec] = []
+    for name, definition, where in definitions:
+        if any(spec.name == name for spec in specs):
+            raise where.error(f"service {name!r} is defined twice")
+        if not isinstance(definition, Mapping):
+            raise where.error("a service definition must be a mapping")
+        specs.append(read_service(name, merge_kind(definition, where), where, env))
+
+    state_dir = Path(general["state_dir"])
+    return Config(
+        source=str(config_path),
+        ldap=LdapSettings(**ldap),
+        sync=SyncSettings(**sync),
+        state_dir=state_dir,
+        workers=general["workers"],
+        logging=LoggingSettings(**logging_),
+        hooks=HookSettings(
+            timeout=hooks["timeout"],
+            path=tuple(hooks["path"]) or (str(paths.hooks_dir()),),
+            kill_grace=hooks["kill_grace"],
+        ),
+        retry=RetrySettings(**retry),
+        templates=templates,
+        services=tuple(specs),
+        shutdown_grace=general["shutdown_grace"],
+        pid_file=Path(general["pid_file"]) if general["pid_file"] else state_dir / "provisiond.pid",
+    )
+
+
+def sample_config() -> str:
+    return sample_yaml((TOP, *SECTIONS), tail=SERVICES_SAMPLE)

@@ -1,0 +1,103 @@
+"""The top-level configuration contract: every section and option, documented once."""
+
+from __future__ import annotations
+
+from provisiond.config.schema import Option, Section
+
+LDAP = Section(
+    "ldap",
+    "The directory to watch. Claims and reports go to write_uri (one provider) when set.",
+    (
+        Option("uri", "str", "LDAP URI of the server to read and stream from.", required=True,
+               example="ldap://127.0.0.1:389"),
+        Option("write_uri", "str", "The one provider that takes claims and reports "
+               "(compare-and-swap is not safe across multi-master)."),
+        Option("bind_dn", "str", "DN to bind as.", example="cn=provisiond,dc=example,dc=org"),
+        Option("bind_password_file", "str", "File holding the bind password on its first "
+               "line; must not be readable by group or others.",
+               example="/etc/provisiond/bind.secret"),
+        Option("start_tls", "bool", "Issue StartTLS after connecting.", default=False),
+        Option("ca_file", "str", "CA certificate bundle to verify the server with."),
+        Option("timeout", "number", "Seconds to wait for the server to connect or answer.",
+               default=10.0, minimum=0.1),
+    ),
+)
+
+SYNC = Section(
+    "sync",
+    "How changes are noticed.",
+    (
+        Option("mode", "str", "persist: RFC 4533 refreshAndPersist (changes within "
+               "milliseconds); refresh: refreshOnly every interval; poll: entryCSN search every "
+               "interval (safe against a single provider only, never sees deletes).",
+               default="persist", choices=("persist", "refresh", "poll")),
+        Option("interval", "number", "Seconds between passes in refresh and poll modes.",
+               default=60.0, minimum=0.05),
+    ),
+)
+
+# Top-level keys (not inside a section), as in the documented contract.
+TOP = Section(
+    "",
+    "Process settings.",
+    (
+        Option("state_dir", "str", "Cookies, the in-flight journal and the pid file.",
+               default="/var/lib/provisiond"),
+        Option("pid_file", "str", "Pid file for `run --daemon` (default: state_dir/provisiond.pid)."),
+        Option("workers", "int", "Entries processed at once.", default=4, minimum=1),
+        Option("shutdown_grace", "number", "Seconds in-flight entries get to finish on SIGTERM.",
+               default=30.0, minimum=0),
+        Option("templates", "list", "Template directories searched in order (default: "
+               "/etc/provisiond/templates, then the shipped templates)."),
+    ),
+)
+
+LOGGING = Section(
+    "logging",
+    "syslog output (and stderr in the foreground).",
+    (
+        Option("syslog_address", "str", "Unix socket path, or host:port for UDP.",
+               default="/dev/log"),
+        Option("facility", "str", "syslog facility.", default="daemon",
+               choices=("daemon", "user", "local0", "local1", "local2", "local3", "local4",
+                        "local5", "local6", "local7")),
+        Option("tag", "str", "syslog tag.", default="provisiond"),
+        Option("level", "str", "Lowest level logged.", default="info",
+               choices=("debug", "info", "warning", "error")),
+    ),
+)
+
+HOOKS = Section(
+    "hooks",
+    "Hook programs: argv lists, never a shell.",
+    (
+        Option("timeout", "number", "Seconds before a hook is terminated (then killed).",
+               default=300.0, minimum=0.1),
+        Option("path", "list", "Directories searched for hooks named without a slash; also "
+               "put in front of the hooks' PATH.", default=()),
+        Option("kill_grace", "number", "Seconds between SIGTERM and SIGKILL.", default=5.0,
+               minimum=0),
+    ),
+)
+
+RETRY = Section(
+    "retry",
+    "Transient failures (hook exit 75, LDAP unavailable) are retried, then reported.",
+    (
+        Option("limit", "int", "Attempts after the first before the entry fails.", default=5,
+               minimum=0),
+        Option("initial", "number", "Seconds before the first retry; doubles each time.",
+               default=2.0, minimum=0),
+        Option("maximum", "number", "Longest wait between retries.", default=300.0, minimum=0),
+    ),
+)
+
+SECTIONS = (LDAP, SYNC, LOGGING, HOOKS, RETRY)
+
+SERVICES_SAMPLE = """
+# Services: name -> definition. A definition either names a shipped kind
+#   backups: {kind: backup-account, vars: {backup_root: /var/backup}}
+# or spells everything out (see etc/services.d/demo.yaml). Files in services.d/*.yaml
+# beside this file add services the same way.
+services: {}
+"""

@@ -1,0 +1,285 @@
+"""Reading service definitions: which entries, which values, which steps per mode.
+
+A service is data. This module turns one YAML mapping into a `ServiceSpec`, checking every
+key and compiling every inline template, so that a typo is reported at start with its file
+and key path instead of failing an entry at three in the morning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from provisiond.config.model import (
+    REQUEST_MODES,
+    Action,
+    HookAction,
+    MkdirAction,
+    RemoveAction,
+    RenderAction,
+    ServiceSpec,
+    StateAttributes,
+    Step,
+)
+from provisiond.config.schema import Where
+from provisiond.render import check_string, check_template, render_string
+from provisiond.values import SpecError, ValueSpec
+
+SERVICE_KEYS = {
+    "kind", "vars", "base", "scope", "filter", "attributes", "values", "outputs",
+    "preconditions", "active", "roots", "recover", "invalid_code", "steps",
+}
+STEP_ACTIONS = ("render", "hook", "mkdir", "remove")
+# `values.items` in a template would find the dict method, not the value.
+RESERVED_VALUE_NAMES = frozenset(n for n in dir(dict) if not n.startswith("_"))
+NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+def _mapping(data: Any, where: Where) -> Mapping[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise where.error(f"must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def _text(data: Mapping[str, Any], key: str, where: Where, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise where.child(key).error("is required" if value is None else "must be a string")
+    return value
+
+
+def _code(value: Any, where: Where) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 1000:
+        raise where.error(f"must be an error code from 1 to 999, not {value!r}")
+    return value
+
+
+def _octal(value: Any, where: Where, default: int) -> int:
+    if value is None:
+        return default
+    text = str(value)
+    if not re.fullmatch(r"0?[0-7]{3,4}", text):
+        raise where.error(f"must be an octal file mode such as \"0644\", not {value!r}")
+    return int(text, 8)
+
+
+def _check_inline(env: jinja2.Environment, source: str, where: Where) -> str:
+    try:
+        check_string(env, source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise where.error(f"template syntax error: {exc.message}") from exc
+    return source
+
+
+def _argv(env: jinja2.Environment, data: Any, where: Where) -> tuple[str, ...]:
+    if not isinstance(data, list) or not data or not all(isinstance(a, str) for a in data):
+        raise where.error("must be a non-empty list of strings (an argv; no shell is used)")
+    return tuple(_check_inline(env, arg, where.child(i)) for i, arg in enumerate(data))
+
+
+def _render_action(env: jinja2.Environment, data: Any, where: Where) -> RenderAction:
+    data = _mapping(data, where)
+    unknown = set(data) - {"template", "path", "scope", "validate", "mode"}
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error("unknown option")
+    template = _text(data, "template", where)
+    try:
+        check_template(env, template)
+    except jinja2.TemplateNotFound as exc:
+        raise where.child("template").error(f"template {exc.name!r} not found") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise where.child("template").error(
+            f"{exc.filename or template}:{exc.lineno}: {exc.message}"
+        ) from exc
+    scope = data.get("scope", "entry")
+    if scope not in ("entry", "all"):
+        raise where.child("scope").error(f"must be entry or all, not {scope!r}")
+    validate = data.get("validate")
+    return RenderAction(
+        template=template,
+        path=_check_inline(env, _text(data, "path", where), where.child("path")),
+        scope=scope,
+        validate=_argv(env, validate, where.child("validate")) if validate else (),
+        file_mode=_octal(data.get("mode"), where.child("mode"), 0o644),
+    )
+
+
+def _path_action(env: jinja2.Environment, data: Any, where: Where, mkdir: bool) -> Action:
+    if isinstance(data, str):
+        data = {"path": data}
+    data = _mapping(data, where)
+    allowed = {"path", "mode", "owner", "group"} if mkdir else {"path"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error("unknown option")
+    path = _check_inline(env, _text(data, "path", where), where.child("path"))
+    if not mkdir:
+        return RemoveAction(path=path)
+    owner, group = data.get("owner"), data.get("group")
+    return MkdirAction(
+        path=path,
+        dir_mode=_octal(data.get("mode"), where.child("mode"), 0o755),
+        owner=_check_inline(env, str(owner), where.child("owner")) if owner is not None else None,
+        group=_check_inline(env, str(group), where.child("group")) if group is not None else None,
+    )
+
+
+def _step(env: jinja2.Environment, data: Any, where: Where) -> Step:
+    data = _mapping(data, where)
+    actions = [key for key in STEP_ACTIONS if key in data]
+    if len(actions) != 1:
+        raise where.error(f"needs exactly one of {', '.join(STEP_ACTIONS)}")
+    unknown = set(data) - {"name", "code", "timeout", *STEP_ACTIONS}
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error("unknown step option")
+    kind = actions[0]
+    action: Action
+    if kind == "render":
+        action = _render_action(env, data["render"], where.child("render"))
+    elif kind == "hook":
+        timeout = data.get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+            raise where.child("timeout").error("must be a number of seconds")
+        action = HookAction(argv=_argv(env, data["hook"], where.child("hook")),
+                            timeout=float(timeout) if timeout is not None else None)
+    else:
+        action = _path_action(env, data[kind], where.child(kind), mkdir=kind == "mkdir")
+    return Step(name=_text(data, "name", where), code=_code(data.get("code"), where.child("code")),
+                action=action)
+
+
+def _steps(env: jinja2.Environment, data: Any, where: Where) -> dict[str, tuple[Step, ...]]:
+    data = _mapping(data, where)
+    unknown = set(data) - set(REQUEST_MODES)
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error("unknown mode (add, modify or delete)")
+    steps: dict[str, tuple[Step, ...]] = {}
+    for mode in REQUEST_MODES:
+        if mode not in data:
+            continue
+        value = data[mode]
+        if isinstance(value, str):  # `modify: add` reuses the steps of another mode
+            if value not in data or isinstance(data[value], str):
+                raise where.child(mode).error(f"refers to {value!r}, which has no step list")
+            value = data[value]
+        if not isinstance(value, list):
+            raise where.child(mode).error("must be a list of steps or the name of another mode")
+        steps[mode] = tuple(_step(env, s, where.child(mode).child(i)) for i, s in enumerate(value))
+    if not steps:
+        raise where.error("no steps for any mode")
+    return steps
+
+
+def _values(data: Any, where: Where) -> tuple[ValueSpec, ...]:
+    specs = []
+    for name, declaration in _mapping(data, where).items():
+        if name in RESERVED_VALUE_NAMES:
+            raise where.child(name).error(
+                "this name is a method of a mapping in templates; choose another")
+        try:
+            specs.append(ValueSpec.from_mapping(str(name), _mapping(declaration, where.child(name))))
+        except SpecError as exc:
+            key = where.child(name)
+            raise (key.child(exc.key) if exc.key else key).error(exc.reason) from exc
+    return tuple(specs)
+
+
+def _attributes(data: Any, where: Where) -> StateAttributes:
+    data = _mapping(data, where)
+    known = ("mode", "state", "execution_date", "return_value", "message")
+    unknown = set(data) - set(known)
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error(f"unknown (known: {', '.join(known)})")
+    defaults = StateAttributes()
+    names = {key: data.get(key, getattr(defaults, key)) for key in known}
+    for key, value in names.items():
+        if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", str(value)):
+            raise where.child(key).error(f"not an LDAP attribute name: {value!r}")
+    return StateAttributes(**names)
+
+
+def _preconditions(data: Any, where: Where, values: tuple[ValueSpec, ...]) -> dict[str, Any]:
+    result: dict[str, dict[str, Any]] = {}
+    by_name = {spec.name: spec for spec in values}
+    for mode, required in _mapping(data, where).items():
+        if mode not in REQUEST_MODES:
+            raise where.child(str(mode)).error("unknown mode (add, modify or delete)")
+        result[mode] = {}
+        for name, expected in _mapping(required, where.child(mode)).items():
+            if name not in by_name:
+                raise where.child(mode).child(name).error("not a declared value")
+            result[mode][name] = expected
+    return result
+
+
+def _expand(text: str, vars_: Mapping[str, Any], where: Where, env: jinja2.Environment) -> str:
+    """`base`, `filter` and `active` may use `{{ vars.x }}`; resolved once, at load."""
+    _check_inline(env, text, where)
+    try:
+        return render_string(env, text, {"vars": vars_})
+    except Exception as exc:  # noqa: BLE001 - reported as a config error with its key
+        raise where.error(str(exc)) from exc
+
+
+def _filter(text: str, where: Where) -> str:
+    text = text.strip()
+    if not (text.startswith("(") and text.endswith(")")) or text.count("(") != text.count(")"):
+        raise where.error(f"not an LDAP filter in parentheses: {text!r}")
+    return text
+
+
+def read_service(
+    name: str, data: Mapping[str, Any], where: Where, env: jinja2.Environment
+) -> ServiceSpec:
+    """Build a ServiceSpec from an already kind-merged definition mapping."""
+    if not NAME.fullmatch(name):
+        raise where.error("service names are lowercase letters, digits, '-' and '_'")
+    unknown = set(data) - SERVICE_KEYS
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error(
+            f"unknown service key (known: {', '.join(sorted(SERVICE_KEYS))})"
+        )
+    vars_ = dict(_mapping(data.get("vars"), where.child("vars")))
+    scope = data.get("scope", "sub")
+    if scope not in ("base", "one", "sub"):
+        raise where.child("scope").error("must be base, one or sub")
+    recover = data.get("recover", "own")
+    if recover not in ("own", "all"):
+        raise where.child("recover").error("must be own or all")
+    values = _values(data.get("values"), where.child("values"))
+    outputs = _values(data.get("outputs"), where.child("outputs"))
+    roots = data.get("roots") or []
+    if not isinstance(roots, list):
+        raise where.child("roots").error("must be a list of absolute directories")
+    root_paths = []
+    for i, root in enumerate(roots):
+        text = _expand(str(root), vars_, where.child("roots").child(i), env)
+        if not text.startswith("/") or text == "/":
+            raise where.child("roots").child(i).error("must be an absolute directory other than /")
+        root_paths.append(Path(text))
+    active = data.get("active", "")
+    return ServiceSpec(
+        name=name,
+        kind=data.get("kind"),
+        base=_expand(_text(data, "base", where), vars_, where.child("base"), env),
+        filter=_filter(_expand(data.get("filter", "(objectClass=*)"), vars_, where.child("filter"), env),
+                       where.child("filter")),
+        scope=scope,
+        attributes=_attributes(data.get("attributes"), where.child("attributes")),
+        values=values,
+        outputs=outputs,
+        preconditions=_preconditions(data.get("preconditions"), where.child("preconditions"), values),
+        active=_filter(_expand(active, vars_, where.child("active"), env), where.child("active"))
+        if active else "",
+        roots=tuple(root_paths),
+        vars=vars_,
+        recover=recover,
+        invalid_code=_code(data.get("invalid_code", 1), where.child("invalid_code")),
+        steps=_steps(env, data.get("steps"), where.child("steps")),
+    )

@@ -1,0 +1,156 @@
+"""The long-running process: signals, reloads, the pid file, daemonising.
+
+SIGTERM/SIGINT: stop taking work, let in-flight entries finish within the grace period, save
+the cookies, exit 0. SIGHUP: load the configuration again; if it is invalid the running one
+stays and the reason is logged; if it is valid the engine drains and restarts with it.
+Signal handlers only set flags: all real work happens on the main loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import psutil
+
+from provisiond.clock import Clock
+from provisiond.config import Config, ConfigError, load_config
+from provisiond.engine import Engine
+from provisiond.fsutil import atomic_write
+from provisiond.logs import kv, setup_logging
+
+log = logging.getLogger("provisiond.daemon")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        text = pid_file.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def running_pid(pid_file: Path) -> int | None:
+    """The pid of a live provisiond recorded in `pid_file`; None if absent or stale."""
+    pid = read_pid(pid_file)
+    if pid is None or pid == os.getpid():
+        return None
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        cmdline = " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+    return pid if "provisiond" in cmdline else None
+
+
+def claim_pid_file(pid_file: Path) -> None:
+    other = running_pid(pid_file)
+    if other is not None:
+        raise AlreadyRunning(f"provisiond is already running as pid {other} ({pid_file})")
+    if pid_file.exists():
+        log.warning(kv(event="stale-pid-file", path=str(pid_file), pid=read_pid(pid_file)))
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(pid_file, f"{os.getpid()}\n".encode())
+
+
+def configure_logging(config: Config, foreground: bool) -> None:
+    setup_logging(
+        syslog_address=config.logging.syslog_address,
+        facility=config.logging.facility,
+        tag=config.logging.tag,
+        level=config.logging.level,
+        foreground=foreground,
+        secrets=config.secrets(),
+    )
+
+
+class Runner:
+    def __init__(self, config_path: str | None, config: Config, *, foreground: bool = True,
+                 clock: Clock | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.foreground = foreground
+        self.clock = clock
+        self.wakeup = threading.Event()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.engine: Engine | None = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        if signum == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.stop_requested = True
+        self.wakeup.set()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def serve(self) -> int:
+        self.install_signal_handlers()
+        os.makedirs(self.config.state_dir, exist_ok=True)
+        while True:
+            engine = Engine(self.config, self.clock)
+            self.engine = engine
+            stop = threading.Event()
+            engine.start_workers()
+            engine.run_streams(stop)
+            log.info(kv(event="started", services=",".join(engine.services) or "none",
+                        mode=self.config.sync.mode, workers=self.config.workers))
+            new_config = self._wait_for_signal()
+            stop.set()
+            finished = engine.shutdown(grace=self.config.shutdown_grace)
+            if not finished:
+                log.warning(kv(event="grace-expired",
+                               msg="unfinished entries resume on the next start"))
+            if new_config is None:
+                log.info(kv(event="stopped"))
+                return 0
+            self.config = new_config
+            configure_logging(new_config, self.foreground)
+            log.info(kv(event="reloaded", config=new_config.source))
+
+    def _wait_for_signal(self) -> Config | None:
+        """Block until a stop (returns None) or a valid reload (returns the new config)."""
+        while True:
+            self.wakeup.wait()
+            self.wakeup.clear()
+            if self.stop_requested:
+                return None
+            if self.reload_requested:
+                self.reload_requested = False
+                try:
+                    return load_config(self.config_path)
+                except ConfigError as exc:
+                    log.error(kv(event="reload-rejected", file=exc.file, key=exc.key or None,
+                                 reason=exc.reason, msg="keeping the running configuration"))
+
+
+def run(config_path: str | None, config: Config, *, daemonize: bool) -> int:
+    if daemonize:
+        import daemon  # python-daemon; imported here so `once` and `check` do not need it
+
+        pid_file = config.pid_file or config.state_dir / "provisiond.pid"
+        if running_pid(pid_file) is not None:
+            raise AlreadyRunning(f"provisiond is already running ({pid_file})")
+        with daemon.DaemonContext(umask=0o022, working_directory="/"):
+            configure_logging(config, foreground=False)
+            claim_pid_file(pid_file)
+            try:
+                return Runner(config_path, config, foreground=False).serve()
+            finally:
+                pid_file.unlink(missing_ok=True)
+    configure_logging(config, foreground=True)
+    return Runner(config_path, config, foreground=True).serve()

@@ -1,0 +1,122 @@
+"""Reads and writes the engine makes outside the change stream.
+
+Workers each keep their own synchronous connection (ldap3 connections are not thread-safe)
+and reuse it, instead of the legacy daemon's new TCP connection per write. A broken
+connection is reopened once; if that fails too the caller gets `DirectoryUnavailable`, which
+the engine treats as transient.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyasn1\..*")
+
+SCOPES = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}
+# Result codes that mean "the server or the connection", not "the request".
+UNAVAILABLE_RESULTS = {51, 52, 80, 81, -1}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    dn: str
+    uuid: str
+    attributes: Mapping[str, tuple[str, ...]]  # lowercased names
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    ok: bool
+    code: int
+    description: str
+
+
+def _entry(response: Mapping[str, Any]) -> Entry | None:
+    if response.get("type") != "searchResEntry":
+        return None
+    raw = response.get("raw_attributes") or {}
+    attributes = {
+        str(name).lower(): tuple(
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
+        )
+        for name, values in raw.items()
+    }
+    uuid = (attributes.get("entryuuid") or ("",))[0].lower()
+    return Entry(dn=response["dn"], uuid=uuid, attributes=attributes)
+
+
+class Directory:
+    def __init__(self, factory: ConnectionFactory) -> None:
+        self.factory = factory
+
+    def _with_connection(self, write: bool, operation: Callable[[ldap3.Connection], T]) -> T:
+        for attempt in (1, 2):
+            connection = self.factory.thread_connection(write=write)
+            try:
+                result = operation(connection)
+            except LDAPException as exc:
+                self.factory.drop_thread_connection()
+                if attempt == 2:
+                    raise DirectoryUnavailable(str(exc)) from exc
+                continue
+            code = connection.result.get("result", 0) if connection.result else 0
+            if code in UNAVAILABLE_RESULTS:
+                self.factory.drop_thread_connection()
+                if attempt == 2:
+                    raise DirectoryUnavailable(str(connection.result.get("description")))
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def search(
+        self, base: str, search_filter: str, attributes: Sequence[str], scope: str = "sub"
+    ) -> list[Entry]:
+        wanted = list(dict.fromkeys([*attributes, "entryUUID"]))
+
+        def run(connection: ldap3.Connection) -> list[Entry]:
+            connection.search(
+                base, search_filter, search_scope=SCOPES[scope], attributes=wanted,
+                dereference_aliases=ldap3.DEREF_NEVER, paged_size=None,
+            )
+            code = connection.result.get("result", 0)
+            if code == 32:  # noSuchObject: the base is gone, so nothing matches
+                return []
+            if code not in (0, 4) and code not in UNAVAILABLE_RESULTS:
+                raise LDAPException(f"search failed: {connection.result.get('description')}")
+            return [e for e in (_entry(r) for r in connection.response or []) if e]
+
+        return self._with_connection(False, run)
+
+    def read(self, dn: str, attributes: Sequence[str]) -> Entry | None:
+        found = self.search(dn, "(objectClass=*)", attributes, scope="base")
+        return found[0] if found else None
+
+    def find_uuid(self, base: str, uuid: str, attributes: Sequence[str]) -> Entry | None:
+        found = self.search(base, f"(entryUUID={uuid})", attributes)
+        return found[0] if found else None
+
+    def modify(
+        self,
+        dn: str,
+        changes: Mapping[str, list[tuple[str, list[str]]]],
+        controls: Sequence[tuple[str, bool, bytes]] | None = None,
+    ) -> WriteResult:
+        def run(connection: ldap3.Connection) -> WriteResult:
+            connection.modify(dn, dict(changes), controls=list(controls) if controls else None)
+            result = connection.result or {}
+            return WriteResult(
+                ok=result.get("result") == 0,
+                code=int(result.get("result", -1)),
+                description=str(result.get("description", "")),
+            )
+
+        return self._with_connection(True, run)

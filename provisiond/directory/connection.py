@@ -1,0 +1,125 @@
+"""Opening LDAP connections from the `ldap:` settings.
+
+Two kinds are needed: a streaming connection for the change stream (ldap3's ASYNC_STREAM,
+whose receiver thread hands sync events to a callback) and plain synchronous connections for
+reads and for the claims and reports, which all go to `write_uri` (one designated provider:
+compare-and-swap claims are not safe across multi-master replication).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+KEEPALIVE_IDLE_SECONDS = 30
+KEEPALIVE_INTERVAL_SECONDS = 10
+KEEPALIVE_PROBES = 3
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    uri: str
+    bind_dn: str | None = None
+    bind_password_file: str | None = None
+    write_uri: str | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    timeout: float = 10.0
+
+
+class DirectoryUnavailable(Exception):
+    """The server cannot be reached or refused the bind: a transient condition."""
+
+
+def read_secret(path: str) -> str:
+    """The first line of the secret file, without its line ending (never logged)."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n")
+
+
+class ConnectionFactory:
+    """Builds bound ldap3 connections; the bind password is read from its file on each open
+    so a rotated secret is picked up without a restart."""
+
+    def __init__(self, settings: LdapSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    def _server(self, uri: str) -> ldap3.Server:
+        tls = None
+        if self.settings.ca_file or uri.startswith("ldaps://") or self.settings.start_tls:
+            tls = ldap3.Tls(
+                ca_certs_file=self.settings.ca_file,
+                validate=ssl.CERT_REQUIRED,
+            )
+        return ldap3.Server(uri, connect_timeout=self.settings.timeout, tls=tls, get_info=ldap3.NONE)
+
+    def open(self, *, stream: bool = False, write: bool = False) -> ldap3.Connection:
+        uri = (self.settings.write_uri or self.settings.uri) if write else self.settings.uri
+        password = (
+            read_secret(self.settings.bind_password_file)
+            if self.settings.bind_password_file
+            else None
+        )
+        connection = ldap3.Connection(
+            self._server(uri),
+            user=self.settings.bind_dn,
+            password=password,
+            client_strategy=ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
+            # ldap3 packs this into a struct timeval: it must be a whole number
+            receive_timeout=None if stream else max(1, math.ceil(self.settings.timeout)),
+            raise_exceptions=False,
+            auto_referrals=False,
+            read_only=False,
+        )
+        try:
+            connection.open()
+            if self.settings.start_tls:
+                connection.start_tls()
+            if not connection.bind():
+                raise DirectoryUnavailable(f"bind to {uri} failed: {connection.result.get('description')}")
+        except LDAPException as exc:
+            raise DirectoryUnavailable(f"cannot connect to {uri}: {exc}") from exc
+        enable_keepalive(connection)
+        return connection
+
+    def thread_connection(self, *, write: bool = False) -> ldap3.Connection:
+        """One reusable synchronous connection per thread (ldap3 connections are not shared
+        safely between threads), reopened when it was closed by a server restart."""
+        key = "write" if write else "read"
+        connection = getattr(self._local, key, None)
+        if connection is None or connection.closed or not connection.bound:
+            connection = self.open(write=write)
+            setattr(self._local, key, connection)
+        return connection
+
+    def drop_thread_connection(self) -> None:
+        for key in ("read", "write"):
+            connection = getattr(self._local, key, None)
+            if connection is not None:
+                try:
+                    connection.unbind()
+                except Exception:  # noqa: BLE001 - already broken, nothing to save
+                    pass
+                setattr(self._local, key, None)
+
+
+def enable_keepalive(connection: ldap3.Connection) -> None:
+    """TCP keepalive so a network partition without a FIN is noticed within about a minute."""
+    sock = getattr(connection, "socket", None)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

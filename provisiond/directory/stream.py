@@ -1,0 +1,430 @@
+"""The change stream: entries matching the service filter, as they change, keyed by entryUUID.
+
+Three ways to learn about changes, all delivering the same `Change` records to a listener:
+
+- `persist`: RFC 4533 refreshAndPersist, what the legacy daemon used. ldap3 has no syncrepl
+  API, but its persistent-search machinery on an ASYNC_STREAM connection passes every message
+  of a search to a callback when `changes_only=False` (so no Netscape psearch control is
+  added). The callback runs on ldap3's receiver thread and only queues the raw message; all
+  decoding and bookkeeping happen on the thread that called `run()`, so the bookkeeping needs
+  no locks and the listener is always called from one thread.
+- `refresh`: refreshOnly with the cookie every `interval` seconds (cheap: under 1 ms when
+  nothing changed), for networks where a long-lived connection is not welcome.
+- `poll`: a plain search for `entryCSN>=` the newest CSN seen. No deletes, and only safe
+  against a single provider (a late-replicated change can carry an older CSN).
+
+Bookkeeping that the RFC leaves to the client: the stream remembers which UUIDs it believes
+match. When the server cannot replay its session log (it is lost on restart) it sends a
+present phase listing the survivors; everything known and not listed is reported as gone.
+A cookie is only passed on when every change it covers has been handed to the listener, so a
+consumer that persists (cookie, covers) after acting on change `covers` can resume exactly.
+
+ldap3 says nothing when the server goes away during a persistent search: its receiver thread
+ends and the connection closes. A watchdog notices that within `watchdog` seconds and the
+stream reconnects with exponential backoff, resuming from the last cookie it delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import ldap3
+    from ldap3.core.exceptions import LDAPException
+
+from .connection import ConnectionFactory, DirectoryUnavailable
+from .controls import (
+    SYNC_DONE_OID,
+    SYNC_INFO_OID,
+    SYNC_STATE_OID,
+    ControlError,
+    SyncDone,
+    SyncInfo,
+    decode_sync_done,
+    decode_sync_info,
+    decode_sync_state,
+    sync_request_control,
+)
+from .cookie import newest_csn, parse_cookie
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["persist", "refresh", "poll"]
+RESULT_SYNC_REFRESH_REQUIRED = 4096  # e-syncRefreshRequired: start again without the cookie
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    uuid: str
+    dn: str | None
+    present: bool
+    attributes: Mapping[str, tuple[str, ...]] = field(hash=False)
+
+
+class StreamListener(Protocol):
+    def on_change(self, change: Change) -> None: ...
+
+    def on_cookie(self, cookie: str, covers: int) -> None: ...
+
+    def on_refresh_done(self) -> None: ...
+
+    def on_connection(self, up: bool, reason: str) -> None: ...
+
+
+class SearchFailed(DirectoryUnavailable):
+    """The server answered the sync or poll search with an error (or garbage)."""
+
+
+def text_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[str, ...]]:
+    """Lower-cased names, values decoded as UTF-8 (undecodable bytes replaced)."""
+    return MappingProxyType(
+        {
+            name.lower(): tuple(
+                v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+                for v in values
+            )
+            for name, values in raw.items()
+        }
+    )
+
+
+class _Session:
+    """Pure bookkeeping of one stream: sequence numbers, the UUIDs believed to match, and the
+    cookies held back until the phase they belong to is complete."""
+
+    def __init__(self, listener: StreamListener, cookie: str | None, known: Iterable[str]) -> None:
+        self.listener = listener
+        self.cookie = cookie
+        self.seq = 0
+        self.known: dict[str, str | None] = dict.fromkeys(known)
+        self.in_refresh = False
+        self.full = False
+        self.seen: set[str] = set()
+        self.pending: str | None = None
+
+    def begin(self, cookie: str | None) -> None:
+        """A new sync search starts (with `cookie`, None for a full reload)."""
+        self.in_refresh, self.full = True, cookie is None
+        self.seen, self.pending = set(), None
+
+    def emit(self, uuid: str, dn: str | None, present: bool, attrs: Mapping[str, Any]) -> None:
+        self.seq += 1
+        if present:
+            self.known[uuid] = dn
+        else:
+            dn = dn or self.known.get(uuid)
+            self.known.pop(uuid, None)
+        self.listener.on_change(Change(self.seq, uuid, dn, present, attrs))
+
+    def deliver_cookie(self, cookie: str | None) -> None:
+        if cookie:
+            self.cookie = cookie
+            self.listener.on_cookie(cookie, self.seq)
+
+    def offer_cookie(self, cookie: str | None) -> None:
+        if not cookie:
+            return
+        if self.in_refresh:
+            self.pending = cookie
+        else:
+            self.deliver_cookie(cookie)
+
+    def entry(self, dn: str, raw: Mapping[str, Sequence[bytes]], controls: Mapping[str, Any]) -> None:
+        control = controls.get(SYNC_STATE_OID)
+        if control is None:
+            log.warning("entry %s came without a Sync State control; ignored", dn)
+            return
+        state = decode_sync_state(control["value"])
+        attrs = text_attributes(raw)
+        if state.state == "delete":
+            self.emit(state.uuid, dn, False, MappingProxyType({}))
+        elif state.state == "present" and not attrs:
+            self.seen.add(state.uuid)
+            self.known.setdefault(state.uuid, dn)
+        else:
+            self.seen.add(state.uuid)
+            self.emit(state.uuid, dn, True, attrs)
+        self.offer_cookie(state.cookie)
+
+    def _end_phase(self, cookie: str | None, present: bool, refresh_done: bool) -> None:
+        # A present phase lists every survivor; a full reload (no cookie) sends all content.
+        if present or (self.full and refresh_done):
+            for uuid in [u for u in self.known if u not in self.seen]:
+                self.emit(uuid, None, False, MappingProxyType({}))
+            self.full = False  # a delete phase may follow: the survivors are settled
+        self.seen = set()
+        self.deliver_cookie(cookie or self.pending)
+        self.pending = None
+        if refresh_done:
+            self.in_refresh = False
+            self.listener.on_refresh_done()
+
+    def info(self, info: SyncInfo) -> None:
+        if info.kind == "newcookie":
+            self.offer_cookie(info.cookie)
+        elif info.kind in ("refreshDelete", "refreshPresent"):
+            self._end_phase(info.cookie, info.kind == "refreshPresent", info.refresh_done)
+        elif info.refresh_deletes:  # syncIdSet of deleted entries
+            for uuid in info.uuids:
+                self.emit(uuid, None, False, MappingProxyType({}))
+            self.offer_cookie(info.cookie)
+        else:  # syncIdSet of entries still present (present phase)
+            self.seen.update(info.uuids)
+            for uuid in info.uuids:
+                self.known.setdefault(uuid, None)
+            self.offer_cookie(info.cookie)
+
+    def done(self, done: SyncDone) -> None:
+        """End of a refreshOnly search."""
+        self._end_phase(done.cookie, not done.refresh_deletes, refresh_done=True)
+
+
+class _Backoff:
+    """Exponential, with "equal jitter": each delay between half and all of the nominal one."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial, self.maximum, self.failures = initial, maximum, 0
+
+    def next(self) -> float:
+        delay = min(self.maximum, self.initial * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return delay / 2 + random.uniform(0, delay / 2)
+
+
+def _describe(what: str, result: Mapping[str, Any]) -> str:
+    text = f"{what} failed: {result.get('description')} ({result.get('result')})"
+    return f"{text} {result['message']}" if result.get("message") else text
+
+
+def _unbind_quietly(connection: Any) -> None:
+    try:
+        if not connection.closed:
+            connection.unbind()
+    except (LDAPException, OSError):
+        pass
+
+
+class ChangeStream:
+    """Delivers changes to `listener`; `run()` and `run_once()` must not run concurrently.
+
+    `known`: UUIDs the consumer already holds as matching (e.g. from its own state), so that
+    a present phase right after start can report the ones that disappeared meanwhile."""
+
+    def __init__(
+        self,
+        factory: ConnectionFactory,
+        *,
+        base: str,
+        filter: str,
+        attributes: Sequence[str],
+        mode: Mode,
+        interval: float,
+        cookie: str | None,
+        listener: StreamListener,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 60.0,
+        watchdog: float = 1.0,
+        known: Iterable[str] = (),
+    ) -> None:
+        if mode not in ("persist", "refresh", "poll"):
+            raise ValueError(f"unknown stream mode {mode!r}")
+        if mode != "persist" and interval <= 0:
+            raise ValueError("interval must be positive")
+        if not (filter.startswith("(") and filter.endswith(")")):
+            raise ValueError(f"filter must be parenthesised: {filter!r}")
+        self.factory, self.base, self.filter, self.mode = factory, base, filter, mode
+        self.interval, self.watchdog = interval, watchdog
+        extra = ["entryUUID"] + (["entryCSN"] if mode == "poll" else [])
+        wanted = {name.lower() for name in attributes}
+        self.attributes = [*attributes, *(name for name in extra if name.lower() not in wanted)]
+        self._poll_csn = newest_csn(parse_cookie(cookie)) if mode == "poll" and cookie else None
+        self._session = _Session(listener, cookie, known)
+        self._backoff = _Backoff(backoff_initial, backoff_max)
+        self._connection: Any = None  # kept between passes in refresh and poll modes
+        self._up: bool | None = None
+
+    @property
+    def cookie(self) -> str | None:
+        """The last cookie handed to the listener (or the one the stream started with)."""
+        return self._session.cookie
+
+    def _report(self, up: bool, reason: str) -> None:
+        """Tell the listener about changes of the connection state, not every retry."""
+        if up is not self._up:
+            self._up = up
+            self._session.listener.on_connection(up, reason)
+
+    # -- one pass (refresh and poll; persist uses a refreshOnly pass as a heartbeat) ------------
+
+    def run_once(self) -> None:
+        """One refreshOnly pass (persist and refresh modes) or one poll search."""
+        try:
+            if self.mode == "poll":
+                self._poll_pass()
+            else:
+                self._refresh_pass()
+        except ControlError as exc:
+            raise SearchFailed(str(exc)) from exc
+        self._report(True, "search succeeded")
+
+    def _search(self, search_filter: str, controls: list[Any] | None) -> tuple[list[Any], dict[str, Any]]:
+        """A subtree search on the kept connection; one that went stale while idle (server
+        restarted) is replaced once before the failure counts."""
+        retry = self._connection is not None and not self._connection.closed
+        while True:
+            if self._connection is None or self._connection.closed:
+                self._connection = self.factory.open()
+            try:
+                self._connection.search(
+                    self.base,
+                    search_filter,
+                    search_scope=ldap3.SUBTREE,
+                    dereference_aliases=ldap3.DEREF_NEVER,  # syncprov rejects ALWAYS
+                    attributes=self.attributes,
+                    controls=controls,
+                )
+                return list(self._connection.response or []), dict(self._connection.result or {})
+            except (LDAPException, OSError) as exc:
+                _unbind_quietly(self._connection)
+                self._connection = None
+                if not retry:
+                    raise DirectoryUnavailable(f"search on {self.base} failed: {exc}") from exc
+                retry = False
+
+    def _refresh_pass(self) -> None:
+        cookie = self._session.cookie
+        while True:
+            self._session.begin(cookie)
+            control = sync_request_control("refreshOnly", cookie)
+            messages, result = self._search(self.filter, [control])
+            done_control = (result.get("controls") or {}).get(SYNC_DONE_OID)
+            done = decode_sync_done(done_control["value"]) if done_control else None
+            if result.get("result") == RESULT_SYNC_REFRESH_REQUIRED and cookie is not None:
+                log.info("server requires a full refresh (cookie %s too old)", cookie)
+                cookie = done.cookie if done and done.cookie else None
+                continue
+            if result.get("result") != 0:
+                raise SearchFailed(_describe(f"sync search on {self.base}", result))
+            for message in messages:
+                self._dispatch(message)
+            # No Sync Done control: claim nothing about deletes rather than infer them all.
+            self._session.done(done or SyncDone(cookie=None, refresh_deletes=True))
+            return
+
+    def _poll_pass(self) -> None:
+        since = self._poll_csn
+        search_filter = f"(&{self.filter}(entryCSN>={since}))" if since else self.filter
+        messages, result = self._search(search_filter, None)
+        if result.get("result") != 0:
+            raise SearchFailed(_describe(f"poll search on {self.base}", result))
+        rows = []
+        for message in messages:
+            if message.get("type") != "searchResEntry":
+                continue
+            attrs = text_attributes(message.get("raw_attributes") or {})
+            uuids, csns = attrs.get("entryuuid", ()), attrs.get("entrycsn", ())
+            if not uuids or not csns:
+                log.warning("entry %s without entryUUID/entryCSN; ignored", message.get("dn"))
+            elif since is None or csns[0] > since:  # `>=` is inclusive: skip what was seen
+                rows.append((csns[0], uuids[0].lower(), message.get("dn"), attrs))
+        for _csn, uuid, dn, attrs in sorted(rows, key=lambda row: row[0]):
+            self._session.emit(uuid, dn, True, attrs)
+        if rows:
+            self._poll_csn = max(row[0] for row in rows)
+            self._session.deliver_cookie(f"csn={self._poll_csn}")
+        self._session.listener.on_refresh_done()
+
+    def _dispatch(self, message: Mapping[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "searchResEntry":
+            self._session.entry(
+                message.get("dn") or "",
+                message.get("raw_attributes") or {},
+                message.get("controls") or {},
+            )
+        elif kind == "intermediateResponse" and message.get("responseName") == SYNC_INFO_OID:
+            self._session.info(decode_sync_info(message.get("responseValue") or b""))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver changes until `stop` is set, reconnecting forever."""
+        try:
+            while not stop.is_set():
+                try:
+                    if self.mode == "persist":
+                        self._persist(stop)
+                    else:
+                        self.run_once()
+                        self._backoff.failures = 0
+                        stop.wait(self.interval)
+                        continue
+                except DirectoryUnavailable as exc:
+                    self._report(False, str(exc))
+                    log.debug("stream down: %s", exc)
+                stop.wait(self._backoff.next())
+        finally:
+            if self._connection is not None:
+                _unbind_quietly(self._connection)
+                self._connection = None
+
+    def _persist(self, stop: threading.Event) -> None:
+        """One refreshAndPersist search, until `stop` or until the connection is lost."""
+        events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        connection = self.factory.open(stream=True)
+        cookie = self._session.cookie
+        self._session.begin(cookie)
+        try:
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=DeprecationWarning)
+                    connection.extend.standard.persistent_search(
+                        search_base=self.base,
+                        search_filter=self.filter,
+                        search_scope=ldap3.SUBTREE,
+                        dereference_aliases=ldap3.DEREF_NEVER,
+                        attributes=self.attributes,
+                        controls=[sync_request_control("refreshAndPersist", cookie)],
+                        changes_only=False,  # no Netscape psearch control: plain messages
+                        callback=events.put,  # on ldap3's receiver thread: just queue
+                    )
+            except (LDAPException, OSError) as exc:
+                raise DirectoryUnavailable(f"persistent search failed: {exc}") from exc
+            while not stop.is_set():
+                try:
+                    self._persist_message(events.get(timeout=self.watchdog))
+                except queue.Empty:
+                    receiver = connection.strategy.receiver
+                    if not connection.closed and receiver is not None and receiver.is_alive():
+                        continue
+                    # ldap3 said nothing: its receiver ended. Handle what it queued before.
+                    if receiver is not None:
+                        receiver.join(timeout=1.0)
+                    while not events.empty():
+                        self._persist_message(events.get_nowait())
+                    raise DirectoryUnavailable("connection lost: the server closed it") from None
+        finally:
+            _unbind_quietly(connection)
+
+    def _persist_message(self, message: Mapping[str, Any]) -> None:
+        if message.get("type") == "searchResDone":  # the server ended the search
+            if message.get("result") == RESULT_SYNC_REFRESH_REQUIRED:
+                log.info("server requires a full refresh; reconnecting without cookie")
+                self._session.cookie = None
+            raise SearchFailed(_describe(f"persistent search on {self.base}", message))
+        try:
+            self._dispatch(message)
+        except ControlError as exc:
+            raise SearchFailed(str(exc)) from exc
+        self._backoff.failures = 0
+        self._report(True, "persistent search running")

@@ -1,0 +1,208 @@
+"""Crash-safe files and confined paths.
+
+The daemon rewrites configuration that other services read, and a power cut must leave either
+the old or the new file, never a torn one: files are written to a temp file in the same
+directory, fsynced, renamed over the target, and the directory is fsynced. Unchanged files are
+not rewritten, so mtimes stay meaningful and reload hooks are not triggered for nothing.
+
+Paths come from LDAP values through templates, so every path is confined to the service's
+declared roots: normalized lexically and with symlinks in its existing parents resolved, and it
+must end up strictly below a root. The last component is not resolved, so a symlink there is
+replaced or removed itself, never followed. This guards against hostile *values*; it does not
+make the tree safe against a local user who can swap directories for symlinks concurrently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class PathNotAllowed(Exception):
+    """A path is not strictly below one of the allowed roots (the message says why)."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _same_content(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> bool:
+    """Whether `path` is a regular file (not a symlink) with exactly these bytes and metadata."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+            return False
+        if stat.S_IMODE(info.st_mode) != mode:
+            return False
+        if owner is not None and (info.st_uid, info.st_gid) != owner:
+            return False
+        return handle.read(len(data) + 1) == data
+
+
+def _write_temp(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
+    """A fully written and fsynced `.<name>.<random>.tmp` beside `path`; removed on error."""
+    for _ in range(100):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o600)
+        except FileExistsError:
+            continue
+        break
+    else:
+        raise FileExistsError(f"cannot create a temporary file beside {path}")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if owner is not None:
+                os.fchown(fd, *owner)  # before fchmod: chown may clear set-id bits
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> bool:
+    """Replace `path` crash-safely; False (and nothing written) if it already has exactly these
+    bytes, this mode and (when given) this owner. A symlink at `path` is replaced, not followed."""
+    path = Path(path)
+    mode &= 0o7777
+    if _same_content(path, data, mode, owner):
+        return False
+    temp = _write_temp(path, data, mode, owner)
+    try:
+        os.rename(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return True
+
+
+def write_temp_beside(
+    path: Path, data: bytes, mode: int = 0o600, *, owner: tuple[int, int] | None = None
+) -> Path:
+    """Write `data` to a fsynced temp file in `path`'s directory (for a validator to check);
+    then `install_temp(temp, path)`, or unlink the temp to discard it."""
+    return _write_temp(Path(path), data, mode & 0o7777, owner)
+
+
+def install_temp(temp: Path, path: Path) -> None:
+    """Rename a temp file from `write_temp_beside` over `path` and fsync the directory."""
+    temp, path = Path(temp), Path(path)
+    if os.path.realpath(temp.parent) != os.path.realpath(path.parent):
+        raise ValueError(f"{temp} is not beside {path}: the rename would not be atomic")
+    os.rename(temp, path)
+    _fsync_dir(path.parent)
+
+
+def confine(path: str | Path, roots: Sequence[Path]) -> Path:
+    """`path` made absolute and normalized, symlinks in its existing parents resolved; raises
+    PathNotAllowed unless both the lexical and the resolved form are strictly below a root."""
+    text = os.fspath(path)
+    if "\0" in text:
+        raise PathNotAllowed(f"{text!r}: contains a NUL character")
+    if not os.path.isabs(text):
+        raise PathNotAllowed(f"{text}: not an absolute path")
+    lexical = Path("/" + os.path.normpath(text).lstrip("/"))
+    if lexical == lexical.parent:
+        raise PathNotAllowed(f"{text}: is the filesystem root")
+    resolved = Path(os.path.realpath(lexical.parent)) / lexical.name
+    lexical_roots = [Path("/" + os.path.normpath(os.fspath(r)).lstrip("/")) for r in roots]
+    real_roots = [Path(os.path.realpath(r)) for r in lexical_roots]
+
+    def below(candidate: Path, bases: Sequence[Path]) -> bool:
+        return any(candidate != b and candidate.is_relative_to(b) for b in bases)
+
+    shown = ", ".join(map(str, lexical_roots)) or "(no roots)"
+    if lexical in lexical_roots or resolved in real_roots:
+        raise PathNotAllowed(f"{text}: is an allowed root itself, not a path below one")
+    if not below(lexical, lexical_roots + real_roots):
+        raise PathNotAllowed(f"{text}: outside the allowed roots ({shown})")
+    if not below(resolved, real_roots):
+        raise PathNotAllowed(f"{text}: leads to {resolved} through a symlink, outside {shown}")
+    return resolved
+
+
+def make_directory(path: Path, *, mode: int, owner: tuple[int, int] | None) -> bool:
+    """Ensure `path` is a directory with this mode (and owner); missing parents are created
+    0755 (root-owned when running as root). True if anything was created or changed.
+    Raises FileExistsError if something other than a directory (or a symlink) is there."""
+    path = Path(path)
+    mode &= 0o7777
+    changed = False
+    missing = []
+    for parent in path.parents:
+        if os.path.lexists(parent):
+            break
+        missing.append(parent)
+    for parent in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(parent, 0o700)
+            if os.geteuid() == 0:
+                os.chown(parent, 0, 0, follow_symlinks=False)
+            os.chmod(parent, 0o755)
+            changed = True
+    try:
+        os.mkdir(path, 0o700)  # private until owner and mode are right
+        changed = True
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise FileExistsError(f"{path}: exists and is not a directory")
+    if owner is not None and (info.st_uid, info.st_gid) != owner:
+        os.chown(path, *owner, follow_symlinks=False)
+        changed = True
+        info = os.lstat(path)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
+        changed = True
+    return changed
+
+
+def remove_path(path: Path) -> bool:
+    """Remove a file, a symlink (not its target) or a directory tree; True if something was
+    removed, False if nothing was there."""
+    path = Path(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(path, onerror=_ignore_missing)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+    _fsync_dir(path.parent)
+    return True
+
+
+def _ignore_missing(function: object, name: str, exc_info: tuple[type, BaseException, object],
+                    ) -> None:
+    """rmtree error handler: something removed concurrently is fine, anything else is not."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]

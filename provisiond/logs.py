@@ -1,0 +1,234 @@
+"""Logging for operators who watch syslog.
+
+Operators grep syslog, so every message is one line of stable `key=value` pairs (`kv`) that
+survives `grep dn=...` and simple parsers; control characters are escaped so a hostile LDAP
+value cannot forge extra log lines. Records go to syslog in the classic `tag[pid]: message`
+form (and to stderr with timestamps when running in the foreground). A missing syslog socket
+must not stop the daemon, so it falls back to stderr with a warning.
+
+The bind password must never reach a log line: `Redactor` replaces configured secrets in every
+record on every handler, and the `provisiond` logger does not propagate to the root logger, so no
+handler can see an unredacted record.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import logging.handlers
+import socket
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+
+LOGGER_NAME = "provisiond"
+DEFAULT_SYSLOG_SOCKET = "/dev/log"
+REDACTED = "***"
+
+LEVELS: Mapping[str, int] = MappingProxyType(
+    {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+        "critical": logging.CRITICAL,
+    }
+)
+
+_SLH = logging.handlers.SysLogHandler
+FACILITIES: Mapping[str, int] = MappingProxyType(
+    {
+        "kern": _SLH.LOG_KERN,
+        "user": _SLH.LOG_USER,
+        "mail": _SLH.LOG_MAIL,
+        "daemon": _SLH.LOG_DAEMON,
+        "auth": _SLH.LOG_AUTH,
+        "syslog": _SLH.LOG_SYSLOG,
+        "lpr": _SLH.LOG_LPR,
+        "news": _SLH.LOG_NEWS,
+        "uucp": _SLH.LOG_UUCP,
+        "cron": _SLH.LOG_CRON,
+        "authpriv": _SLH.LOG_AUTHPRIV,
+        "ftp": _SLH.LOG_FTP,
+        **{f"local{n}": _SLH.LOG_LOCAL0 + n for n in range(8)},
+    }
+)
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+
+
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
+
+
+def _needs_quotes(text: str) -> bool:
+    return text == "" or any(c == " " or c == '"' or _is_control(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if _is_control(char):
+        return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
+    return char
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    if not _needs_quotes(text):
+        return text
+    return '"' + "".join(_escape(c) for c in text) + '"'
+
+
+def kv(**fields: object) -> str:
+    """`key=value` pairs in the given order; `None` values are left out.
+
+    A value is double-quoted (with `\\n \\t \\r \\" \\\\` and `\\xNN` escapes) when it is empty or
+    contains a space, a double quote or a control character. An `=` alone does not force quotes:
+    keys never contain `=`, so the first one splits unambiguously and DNs stay greppable
+    (`dn=cn=a,ou=x`). Booleans render as `true`/`false`.
+    """
+    return " ".join(f"{key}={_render(value)}" for key, value in fields.items() if value is not None)
+
+
+class Redactor(logging.Filter):
+    """Replaces every occurrence of the given secrets with `***` in a record's message, its
+    arguments, and any exception or stack text. Never drops a record."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep both parts, redacted
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self.redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+def _syslog_address(address: str | None) -> str | tuple[str, int]:
+    """A unix socket path as is, or `host:port` / `[v6]:port` for UDP."""
+    if not address:
+        return DEFAULT_SYSLOG_SOCKET
+    if address.startswith("/"):
+        return address
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"syslog address {address!r}: expected a socket path or host:port")
+    return host, int(port)
+
+
+def _check_tag(tag: str) -> None:
+    if not tag or len(tag) > 48 or any(c in " :[]%" or _is_control(c) for c in tag):
+        raise ValueError(f"syslog tag {tag!r}: use a short word without spaces, ':', '[' or ']'")
+
+
+def _probe_unix(path: str) -> None:
+    """Raise the OSError that connecting to a unix syslog socket gives (datagram or stream)."""
+    for socktype in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, socktype) as probe:
+            try:
+                probe.connect(path)
+                return
+            except OSError as exc:
+                if socktype == socket.SOCK_STREAM or exc.errno != errno.EPROTOTYPE:
+                    raise
+
+
+def _open_syslog(
+    address: str | tuple[str, int], facility: int, tag: str
+) -> logging.handlers.SysLogHandler | None:
+    """A connected handler, or None after a warning on stderr if syslog cannot be reached.
+    (Since Python 3.11 the handler itself ignores a failed connect and would then print a
+    traceback for every record, hence the probe.)"""
+    try:
+        if isinstance(address, str):
+            _probe_unix(address)
+        handler = logging.handlers.SysLogHandler(
+            address=address,
+            facility=facility,
+            socktype=socket.SOCK_DGRAM if isinstance(address, tuple) else None,
+        )
+        sock = getattr(handler, "socket", None)
+        if sock is None or sock.fileno() < 0:  # syslogd went away just now
+            handler.close()
+            raise ConnectionError(f"cannot connect to {address}")
+        return handler
+    except OSError as exc:
+        print(
+            f"{tag}: warning: cannot open syslog at {address!r} ({exc.strerror or exc}); "
+            "logging to stderr only",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+
+
+def setup_logging(
+    *,
+    syslog_address: str | None,
+    facility: str,
+    tag: str,
+    level: str,
+    foreground: bool,
+    secrets: Sequence[str] = (),
+) -> None:
+    """(Re)configure the `provisiond` logger; safe to call again on SIGHUP (old handlers are
+    closed and replaced). Raises ValueError for an unknown level/facility or a bad address."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
+    if facility.lower() not in FACILITIES:
+        raise ValueError(f"syslog facility {facility!r}: expected one of {', '.join(FACILITIES)}")
+    _check_tag(tag)
+    address = _syslog_address(syslog_address)
+
+    handlers: list[logging.Handler] = []
+    syslog = _open_syslog(address, FACILITIES[facility.lower()], tag)
+    if syslog is None:
+        foreground = True  # stderr is the only place left (the journal, under systemd)
+    else:
+        syslog.append_nul = False  # like glibc syslog(3); rsyslog and journald accept both
+        syslog.setFormatter(logging.Formatter(f"{tag}[%(process)d]: %(message)s"))
+        handlers.append(syslog)
+    if foreground:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(
+            logging.Formatter(
+                "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+                datefmt="%Y-%m-%dT%H:%M:%S",
+            )
+        )
+        handlers.append(stderr)
+
+    redactor = Redactor(secrets)
+    logger = logging.getLogger(LOGGER_NAME)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.addFilter(redactor)
+        logger.addHandler(handler)
+    logger.setLevel(LEVELS[level.lower()])
+    logger.propagate = False  # root handlers would bypass the redactor

@@ -1,0 +1,265 @@
+"""Running a service's steps for one entry: render, hook, mkdir, remove.
+
+Each step either completes or raises `StepFailed` carrying the step's error code (which
+becomes the entry's ReturnValue) and a one-line message. Steps are expected to be idempotent:
+after a crash the whole list runs again from the first step, so a render of unchanged content
+writes nothing and a hook must tolerate being re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from provisiond.aggregate import Aggregates, Member
+from provisiond.config.model import (
+    HookAction,
+    HookSettings,
+    MkdirAction,
+    RemoveAction,
+    RenderAction,
+    ServiceSpec,
+    Step,
+)
+from provisiond.fsutil import (
+    PathNotAllowed,
+    atomic_write,
+    confine,
+    install_temp,
+    make_directory,
+    remove_path,
+    write_temp_beside,
+)
+from provisiond.hooks import EXIT_RETRY, HookError, hook_environment, resolve_program, run_hook
+from provisiond.logs import kv
+from provisiond.render import RenderError, render_string, render_template
+from provisiond.values import as_text
+
+log = logging.getLogger("provisiond.pipeline")
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, code: int, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.step = step
+        self.code = code
+        self.message = message
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class Job:
+    """One entry to provision, with its values already validated."""
+
+    service: ServiceSpec
+    uuid: str
+    dn: str
+    request: str  # add, modify or delete
+    values: Mapping[str, Any]
+
+    def context(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "service": self.service.name,
+            "entry": {"dn": self.dn, "uuid": self.uuid, "mode": self.request},
+            "values": self.values,
+            "vars": self.service.vars,
+            "outputs": outputs,
+        }
+
+
+@dataclass
+class Outcome:
+    outputs: dict[str, str] = field(default_factory=dict)  # LDAP attribute -> value text
+    changed: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        env: jinja2.Environment,
+        hooks: HookSettings,
+        aggregates: Aggregates,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.env = env
+        self.hooks = hooks
+        self.aggregates = aggregates
+        self.clock = clock
+
+    def run(self, job: Job) -> Outcome:
+        outcome = Outcome()
+        outputs: dict[str, Any] = {}
+        for step in job.service.steps_for(job.request):
+            started = self.clock()
+            try:
+                self._run_step(job, step, outputs, outcome)
+            except StepFailed as failure:
+                log.error(kv(event="step-failed", service=job.service.name, dn=job.dn,
+                             uuid=job.uuid, mode=job.request, step=step.name, rc=failure.code,
+                             ms=self._ms(started), transient=failure.transient or None,
+                             msg=failure.message))
+                raise
+            log.info(kv(event="step", service=job.service.name, dn=job.dn, uuid=job.uuid,
+                        mode=job.request, step=step.name, rc=0, ms=self._ms(started)))
+        return outcome
+
+    def _ms(self, started: float) -> int:
+        return int((self.clock() - started) * 1000)
+
+    def _run_step(self, job: Job, step: Step, outputs: dict[str, Any], outcome: Outcome) -> None:
+        action = step.action
+        context = job.context(outputs)
+        try:
+            if isinstance(action, RenderAction):
+                if action.scope == "all":
+                    self._render_all(job, step, action)
+                else:
+                    self._render_entry(job, step, action, context, outcome)
+            elif isinstance(action, HookAction):
+                self._hook(job, step, action, context, outputs, outcome)
+            elif isinstance(action, MkdirAction):
+                self._mkdir(job, step, action, context, outcome)
+            elif isinstance(action, RemoveAction):
+                path = self._path(job, step, action.path, context)
+                if remove_path(path):
+                    outcome.changed.append(str(path))
+                    log.info(kv(event="removed", service=job.service.name, uuid=job.uuid,
+                                path=str(path)))
+        except RenderError as exc:
+            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
+        except OSError as exc:
+            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def _path(self, job: Job, step: Step, source: str, context: Mapping[str, Any]) -> Path:
+        text = render_string(self.env, source, context)
+        if not job.service.roots:
+            raise StepFailed(step.name, step.code,
+                             f"{step.name}: service {job.service.name} declares no roots")
+        try:
+            return confine(text, job.service.roots)
+        except PathNotAllowed as exc:
+            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
+
+    # -- render ------------------------------------------------------------------------------
+
+    def _render_entry(self, job: Job, step: Step, action: RenderAction,
+                      context: Mapping[str, Any], outcome: Outcome) -> None:
+        path = self._path(job, step, action.path, context)
+        content = render_template(self.env, action.template, context).encode()
+        if self.install(job.service, step, action, path, content, context):
+            outcome.changed.append(str(path))
+
+    def _render_all(self, job: Job, step: Step, action: RenderAction) -> None:
+        context = {"service": job.service.name, "vars": job.service.vars}
+        path = self._path(job, step, action.path, context)
+
+        def render(entries: list[Member]) -> None:
+            content = render_template(self.env, action.template,
+                                      {**context, "entries": entries}).encode()
+            self.install(job.service, step, action, path, content, context)
+
+        self.aggregates.render(job, step, path, render)
+
+    def install(self, service: ServiceSpec, step: Step, action: RenderAction, path: Path,
+                content: bytes, context: Mapping[str, Any]) -> bool:
+        """Write `content` to `path` crash-safely, after the optional validator accepts it."""
+        try:
+            if path.read_bytes() == content:
+                return False
+        except OSError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not action.validate:
+            changed = atomic_write(path, content, mode=action.file_mode)
+        else:
+            temp = write_temp_beside(path, content, mode=action.file_mode)
+            try:
+                argv = [render_string(self.env, a, {**context, "file": str(temp)})
+                        for a in action.validate]
+                result = self._execute(service, step, argv, {}, None, "", "")
+                if result.returncode != 0:
+                    tail = " | ".join(result.output_tail.strip().splitlines()[-3:])
+                    raise StepFailed(step.name, step.code,
+                                     f"{step.name}: {argv[0]} rejected {path.name}: {tail}")
+                install_temp(temp, path)
+                changed = True
+            finally:
+                temp.unlink(missing_ok=True)
+        if changed:
+            log.info(kv(event="wrote", service=service.name, step=step.name, path=str(path)))
+        return changed
+
+    # -- hooks and directories ------------------------------------------------------------------
+
+    def _execute(self, service: ServiceSpec, step: Step, argv: list[str],
+                 values: Mapping[str, str], timeout: float | None, dn: str, uuid: str,
+                 mode: str = ""):  # type: ignore[no-untyped-def]
+        try:
+            program = resolve_program(argv[0], self.hooks.path)
+        except HookError as exc:
+            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
+        env = hook_environment(search_path=self.hooks.path, service=service.name, mode=mode,
+                               dn=dn, uuid=uuid, values=values)
+        result = run_hook([program, *argv[1:]], env=env, timeout=timeout or self.hooks.timeout,
+                          kill_grace=self.hooks.kill_grace)
+        log.info(kv(event="ran", service=service.name, uuid=uuid or None, step=step.name,
+                    argv=" ".join(result.argv), rc=result.returncode, ms=result.duration_ms,
+                    timed_out=result.timed_out or None))
+        if result.returncode != 0 and result.output_tail.strip():
+            log.info(kv(event="output", service=service.name, uuid=uuid or None, step=step.name,
+                        tail=" | ".join(result.output_tail.strip().splitlines()[-5:])))
+        return result
+
+    def _hook(self, job: Job, step: Step, action: HookAction, context: Mapping[str, Any],
+              outputs: dict[str, Any], outcome: Outcome) -> None:
+        argv = [render_string(self.env, arg, context) for arg in action.argv]
+        values = {name: as_text(value) for name, value in job.values.items() if value is not None}
+        result = self._execute(job.service, step, argv, values, action.timeout, job.dn, job.uuid,
+                               job.request)
+        if result.timed_out:
+            raise StepFailed(step.name, step.code,
+                             f"{step.name}: {argv[0]} timed out and was killed")
+        if result.returncode == EXIT_RETRY:
+            raise StepFailed(step.name, step.code,
+                             f"{step.name}: {argv[0]} asked to retry later (exit 75)",
+                             transient=True)
+        if result.returncode != 0:
+            tail = " | ".join(result.output_tail.strip().splitlines()[-2:])
+            raise StepFailed(step.name, step.code,
+                             f"{step.name}: {argv[0]} exited {result.returncode}: {tail}")
+        declared = {spec.name: spec for spec in job.service.outputs}
+        for name, raw in result.settings.items():
+            spec = declared.get(name)
+            if spec is None:
+                raise StepFailed(step.name, step.code,
+                                 f"{step.name}: hook set undeclared output {name!r}")
+            try:
+                value = spec.type.parse(raw)
+            except ValueError as exc:
+                raise StepFailed(step.name, step.code,
+                                 f"{step.name}: output {name}: {exc}") from exc
+            outputs[name] = value
+            outcome.outputs[spec.attribute] = as_text(value)
+
+    def _mkdir(self, job: Job, step: Step, action: MkdirAction, context: Mapping[str, Any],
+               outcome: Outcome) -> None:
+        path = self._path(job, step, action.path, context)
+        owner = None
+        if action.owner is not None:
+            uid = render_string(self.env, action.owner, context)
+            gid = render_string(self.env, action.group, context) if action.group else uid
+            if not (uid.isdigit() and gid.isdigit()):
+                raise StepFailed(step.name, step.code,
+                                 f"{step.name}: owner {uid!r}:{gid!r} is not numeric")
+            owner = (int(uid), int(gid))
+        if make_directory(path, mode=action.dir_mode, owner=owner):
+            outcome.changed.append(str(path))
+            log.info(kv(event="mkdir", service=job.service.name, uuid=job.uuid, path=str(path)))

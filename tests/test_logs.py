@@ -1,0 +1,182 @@
+"""Log lines for operators: kv rendering, real syslog datagrams, and redaction of secrets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisiond.logs import FACILITIES, LEVELS, Redactor, kv, setup_logging
+
+
+def test_kv_plain_values_in_order() -> None:
+    assert kv(service="demo", dn="cn=a,ou=x", rc=0, ms=12) == "service=demo dn=cn=a,ou=x rc=0 ms=12"
+    assert kv(b=1, a=2) == "b=1 a=2"
+
+
+def test_kv_quotes_and_escapes() -> None:
+    assert kv(msg="two words") == 'msg="two words"'
+    assert kv(msg='say "hi"') == 'msg="say \\"hi\\""'
+    assert kv(msg="a\\b c") == 'msg="a\\\\b c"'
+    assert kv(msg="line1\nline2\tx") == 'msg="line1\\nline2\\tx"'
+    assert kv(msg="bell\x07\x7f") == 'msg="bell\\x07\\x7f"'
+    assert kv(msg="") == 'msg=""'
+    assert kv(path="/srv/ä/b\\c") == "path=/srv/ä/b\\c"  # nothing to quote, kept verbatim
+
+
+def test_kv_omits_none_and_renders_bools() -> None:
+    assert kv(a=None, b=True, c=False, d=None, e=1.5) == "b=true c=false e=1.5"
+    assert kv() == ""
+
+
+def test_kv_cannot_forge_lines() -> None:
+    rendered = kv(dn="cn=x\nFAKE: root login", uuid="u")
+    assert "\n" not in rendered and "\r" not in rendered
+
+
+def test_mappings_for_config_validation() -> None:
+    assert LEVELS["info"] == logging.INFO and set(LEVELS) >= {"debug", "warning", "error"}
+    assert FACILITIES["daemon"] == 3 and FACILITIES["local0"] == 16 and FACILITIES["local7"] == 23
+
+
+@pytest.fixture
+def restore_logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("provisiond")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield logger
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
+
+
+@pytest.fixture
+def syslog_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    path = str(tmp_path / "log")
+    assert len(path) < 100, "AF_UNIX paths are limited to 107 bytes"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(2)
+    yield path, sock
+    sock.close()
+
+
+def receive(sock: socket.socket) -> bytes:
+    return sock.recv(65536)
+
+
+def test_syslog_datagram_format_and_priority(
+    restore_logger: logging.Logger, syslog_socket: tuple[str, socket.socket]
+) -> None:
+    path, sock = syslog_socket
+    setup_logging(syslog_address=path, facility="local0", tag="provisiond", level="info",
+                  foreground=False)
+    logger = logging.getLogger("provisiond.pipeline")  # children go through the same handlers
+    logger.debug("not at info level")
+    logger.warning("disk %s nearly full", "sdb")
+    logger.info("wrote path=/srv/x")
+    pid = os.getpid()
+    assert receive(sock) == f"<132>provisiond[{pid}]: disk sdb nearly full".encode()  # 16*8+4
+    assert receive(sock) == f"<134>provisiond[{pid}]: wrote path=/srv/x".encode()  # 16*8+6
+
+
+def test_reconfigure_replaces_handlers(
+    restore_logger: logging.Logger, syslog_socket: tuple[str, socket.socket]
+) -> None:
+    path, sock = syslog_socket
+    for _ in range(3):
+        setup_logging(syslog_address=path, facility="daemon", tag="pvd", level="debug",
+                      foreground=False)
+    assert len(restore_logger.handlers) == 1 and restore_logger.propagate is False
+    restore_logger.error("once")
+    assert receive(sock) == f"<27>pvd[{os.getpid()}]: once".encode()  # 3*8+3
+    sock.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        receive(sock)
+
+
+def test_udp_address(restore_logger: logging.Logger) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2)
+        port = sock.getsockname()[1]
+        setup_logging(syslog_address=f"127.0.0.1:{port}", facility="daemon", tag="provisiond",
+                      level="info", foreground=False)
+        restore_logger.info("over udp")
+        assert sock.recv(65536) == f"<30>provisiond[{os.getpid()}]: over udp".encode()
+
+
+def test_missing_socket_warns_and_falls_back_to_stderr(
+    restore_logger: logging.Logger, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(syslog_address=str(tmp_path / "no-such-socket"), facility="daemon",
+                  tag="provisiond", level="info", foreground=False)
+    restore_logger.warning("still %s", "logged")
+    err = capsys.readouterr().err
+    assert "cannot open syslog" in err
+    assert "WARNING provisiond: still logged" in err
+
+
+def test_foreground_adds_timestamped_stderr(
+    restore_logger: logging.Logger,
+    syslog_socket: tuple[str, socket.socket],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, sock = syslog_socket
+    setup_logging(syslog_address=path, facility="daemon", tag="provisiond", level="info",
+                  foreground=True)
+    restore_logger.info("both")
+    assert receive(sock).endswith(b": both")
+    line = capsys.readouterr().err.strip()
+    assert line.endswith("INFO provisiond: both") and line[:4].isdigit() and "T" in line[:11]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"level": "loud"}, {"facility": "local9"}, {"tag": "two words"}, {"syslog_address": "host"}],
+)
+def test_bad_settings_are_rejected(restore_logger: logging.Logger, kwargs: dict[str, str]) -> None:
+    settings = {"syslog_address": "/dev/null/x", "facility": "daemon", "tag": "t",
+                "level": "info", **kwargs}
+    with pytest.raises(ValueError):
+        setup_logging(foreground=False, **settings)
+
+
+def test_secret_is_redacted_everywhere(
+    restore_logger: logging.Logger,
+    syslog_socket: tuple[str, socket.socket],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path, sock = syslog_socket
+    secret = "s3cr3t-bind-pw"
+    setup_logging(syslog_address=path, facility="daemon", tag="provisiond", level="info",
+                  foreground=True, secrets=[secret, ""])
+    restore_logger.info("bind failed for password %s", secret)
+    logging.getLogger("provisiond.directory").warning(kv(uri="ldap://x", pw=secret))
+    try:
+        raise RuntimeError(f"server said: {secret}")
+    except RuntimeError:
+        restore_logger.exception("unexpected")
+    first, second, third = receive(sock), receive(sock), receive(sock)
+    assert first.endswith(b"bind failed for password ***")
+    assert second.endswith(b"uri=ldap://x pw=***")
+    assert b"RuntimeError: server said: ***" in third
+    everything = first + second + third + capsys.readouterr().err.encode()
+    assert secret.encode() not in everything
+
+
+def test_redactor_alone() -> None:
+    redactor = Redactor(["abc", "abcdef"])
+    record = logging.LogRecord("provisiond", logging.INFO, __file__, 1, "x=%s y=%d", ("abcdef", 3),
+                               None)
+    assert redactor.filter(record) is True
+    assert record.getMessage() == "x=*** y=3"
+    broken = logging.LogRecord("provisiond", logging.INFO, __file__, 1, "%s %s", ("abc",), None)
+    redactor.filter(broken)
+    assert "abc" not in broken.getMessage()
