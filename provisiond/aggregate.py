@@ -111,11 +111,11 @@ class Aggregates:
             found[entry.uuid] = Member(entry.dn, entry.uuid, values)
         with self._lock:
             overlays = dict(self._overlays.get(service.name, {}))
-        for uuid, (dn, values) in overlays.items():
-            if values is None:
+        for uuid, (dn, overlay) in overlays.items():
+            if overlay is None:
                 found.pop(uuid, None)
             else:
-                found[uuid] = Member(dn, uuid, values)
+                found[uuid] = Member(dn, uuid, overlay)
         return sorted(found.values(), key=lambda member: member.dn.lower())
 
     def render(self, job: Job, step: Step, path: Path,

@@ -398,7 +398,7 @@ def run_hook(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
     if not args or not os.path.isabs(args[0]):
         raise HookError(f"hook command {args!r}: program must be an absolute path")
     try:
-        proc = subprocess.Popen(  # noqa: S603 - an argv list, never a shell
+        proc = subprocess.Popen(  # an argv list, never a shell
             args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env), cwd=cwd, close_fds=True, start_new_session=True)
     except OSError as exc:

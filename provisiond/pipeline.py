@@ -36,7 +36,14 @@ from provisiond.fsutil import (
     remove_path,
     write_temp_beside,
 )
-from provisiond.hooks import EXIT_RETRY, HookError, hook_environment, resolve_program, run_hook
+from provisiond.hooks import (
+    EXIT_RETRY,
+    HookError,
+    HookResult,
+    hook_environment,
+    resolve_program,
+    run_hook,
+)
 from provisiond.logs import kv
 from provisiond.render import RenderError, render_string, render_template
 from provisiond.values import as_text
@@ -201,7 +208,7 @@ class Pipeline:
 
     def _execute(self, service: ServiceSpec, step: Step, argv: list[str],
                  values: Mapping[str, str], timeout: float | None, dn: str, uuid: str,
-                 mode: str = ""):  # type: ignore[no-untyped-def]
+                 mode: str = "") -> HookResult:
         try:
             program = resolve_program(argv[0], self.hooks.path)
         except HookError as exc:

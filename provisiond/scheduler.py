@@ -64,7 +64,7 @@ class Scheduler:
 
     def _pop_due(self) -> tuple[list[Any], float]:
         now = self.clock.now()
-        due_items = []
+        due_items: list[Any] = []
         while self._heap:
             due, number, key = self._heap[0]
             current = self._items.get(key)

@@ -264,8 +264,8 @@ def test_transient_gives_up_after_the_limit(slapd: Slapd, tmp_path: Path, root: 
 
 
 def test_password_never_reaches_logs_or_hooks(tmp_path: Path, root: Path) -> None:
-    from tests.conftest import DEMO_OU, require_slapd
     from provisiond.testing.slapd import destroy, start_private_slapd
+    from tests.conftest import DEMO_OU, require_slapd
 
     require_slapd()
     password = "Pw-7f3c9e-never-leak"

@@ -24,7 +24,16 @@ from provisiond.config.model import (
     SyncSettings,
 )
 from provisiond.config.schema import ConfigError, Where, read_section, sample_yaml
-from provisiond.config.sections import HOOKS, LDAP, LOGGING, RETRY, SECTIONS, SERVICES_SAMPLE, SYNC, TOP
+from provisiond.config.sections import (
+    HOOKS,
+    LDAP,
+    LOGGING,
+    RETRY,
+    SECTIONS,
+    SERVICES_SAMPLE,
+    SYNC,
+    TOP,
+)
 from provisiond.config.services import read_service
 from provisiond.directory.connection import LdapSettings
 from provisiond.render import make_environment

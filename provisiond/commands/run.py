@@ -1,0 +1,24 @@
+"""`provisiond run [--daemon]`: watch the directory and provision until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "run"
+HELP = "watch the directory and provision (foreground, for systemd)"
+NEEDS_CONFIG = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--daemon", action="store_true", help="detach and write the pid file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from provisiond.daemon import AlreadyRunning, run as serve
+
+    try:
+        return serve(args.config, args.loaded_config, daemonize=args.daemon)
+    except AlreadyRunning as exc:
+        print(f"provisiond: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL
