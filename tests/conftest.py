@@ -46,3 +46,18 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
 @pytest.fixture
 def password_file(tmp_path: Path, slapd: Slapd) -> Path:
     return slapd.write_password_file(tmp_path / "bind.secret")
+
+
+@pytest.fixture(autouse=True)
+def _reset_provisiond_logger() -> Iterator[None]:
+    """setup_logging() detaches the `provisiond` logger from the root (so nothing bypasses
+    redaction); put it back after each test so caplog works in the next one."""
+    yield
+    import logging
+
+    logger = logging.getLogger("provisiond")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
