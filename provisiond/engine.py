@@ -35,7 +35,7 @@ from provisiond.directory.cookie import CookieStore
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.journal import Claim, Journal
 from provisiond.logs import kv
-from provisiond.pipeline import Job, Pipeline, StepFailed
+from provisiond.pipeline import Job, Outcome, Pipeline, StepFailed
 from provisiond.render import make_environment
 from provisiond.scheduler import Scheduler
 from provisiond.values import InvalidValue, parse_entry
@@ -55,6 +55,7 @@ class Work:
     kind: Literal["request", "resume"] = "request"
     attempt: int = 0
     seqs: tuple[int, ...] = ()
+    progress: Outcome | None = field(default=None, compare=False)  # kept across retries
 
 
 @dataclass
@@ -277,6 +278,8 @@ class Engine:
                 self.consider(rt, entry, None)
                 return
             if decision.action is lifecycle.Action.IGNORE or decision.request is None:
+                if lifecycle.is_stranded(state) and rt.journal.holds(entry.uuid):
+                    self.submit_later_resume(rt, entry)
                 return
             request = decision.request
             if decision.action is lifecycle.Action.INVALID:
@@ -304,11 +307,12 @@ class Engine:
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values)
         self.aggregates.begin(job)
         try:
-            outcome = self.pipeline.run(job)
+            outcome = self.pipeline.run(job, work.progress if work.kind == "resume" else None)
         except StepFailed as failure:
             if failure.transient and work.attempt < self.config.retry.limit:
                 self._retry_later(rt, Work(spec.name, entry.uuid, entry.dn, "resume",
-                                           work.attempt), failure.message)
+                                           work.attempt, progress=failure.outcome),
+                                  failure.message)
                 return
             self._report_failure(rt, entry, request, failure.code, failure.message, started)
             return
@@ -323,6 +327,12 @@ class Engine:
                     uuid=entry.uuid, mode=lifecycle.DONE[request], rc=0,
                     ms=int((time.monotonic() - started) * 1000)))
 
+    def submit_later_resume(self, rt: ServiceRuntime, entry: Entry) -> None:
+        """A claim whose answer was lost (server gone mid-modify) turned out to be ours."""
+        log.info(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid))
+        with self._lock:
+            self._again[entry.uuid] = Work(rt.spec.name, entry.uuid, entry.dn, kind="resume")
+
     def _claim(self, rt: ServiceRuntime, entry: Entry, state: lifecycle.EntryState,
                request: str) -> bool:
         names = rt.spec.attributes
@@ -334,7 +344,8 @@ class Engine:
                 controls=[assertion_control(lifecycle.claim_filter(names, request))],
             )
         except DirectoryUnavailable as exc:
-            rt.journal.forget(entry.uuid)
+            # The claim may or may not have been applied: keep the journal record, so the
+            # retry (or the next start) resumes the entry if it is now ours at `-ing`.
             self._retry_later(rt, Work(rt.spec.name, entry.uuid, entry.dn), str(exc))
             return False
         if not result.ok:
@@ -356,7 +367,8 @@ class Engine:
             return  # the journal (if claimed) or the entry itself brings it back
         retry = self.config.retry
         delay = min(retry.initial * (2 ** work.attempt), retry.maximum)
-        again = Work(work.service, work.uuid, work.dn, work.kind, work.attempt + 1)
+        again = Work(work.service, work.uuid, work.dn, work.kind, work.attempt + 1,
+                     progress=work.progress)
         with self._lock:
             self._retrying.add(work.uuid)
         self.scheduler.add((rt.spec.name, work.uuid), self.clock.now() + timedelta(seconds=delay),

@@ -38,6 +38,9 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write(self._path(claim.uuid), f"{claim.request}\n{claim.dn}\n".encode(), mode=0o600)
 
+    def holds(self, uuid: str) -> bool:
+        return self._path(uuid).exists()
+
     def forget(self, uuid: str) -> None:
         remove_path(self._path(uuid))
 

@@ -27,6 +27,7 @@ from provisiond.config.model import (
     ServiceSpec,
     Step,
 )
+from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.fsutil import (
     PathNotAllowed,
     atomic_write,
@@ -58,6 +59,7 @@ class StepFailed(Exception):
         self.code = code
         self.message = message
         self.transient = transient
+        self.outcome: Outcome | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,11 @@ class Job:
 
 @dataclass
 class Outcome:
+    """Progress through a job's steps; kept across in-process retries so a transient failure
+    at step N resumes at step N (after a crash, the journal resumes from the first step)."""
+
+    next_step: int = 0
+    values: dict[str, Any] = field(default_factory=dict)  # output name -> parsed value
     outputs: dict[str, str] = field(default_factory=dict)  # LDAP attribute -> value text
     changed: list[str] = field(default_factory=list)
 
@@ -99,14 +106,23 @@ class Pipeline:
         self.aggregates = aggregates
         self.clock = clock
 
-    def run(self, job: Job) -> Outcome:
-        outcome = Outcome()
-        outputs: dict[str, Any] = {}
-        for step in job.service.steps_for(job.request):
+    def run(self, job: Job, outcome: Outcome | None = None) -> Outcome:
+        """Run the steps from `outcome.next_step`; raises StepFailed, with `outcome` telling
+        where it stopped."""
+        outcome = outcome or Outcome()
+        steps = job.service.steps_for(job.request)
+        while outcome.next_step < len(steps):
+            step = steps[outcome.next_step]
             started = self.clock()
             try:
-                self._run_step(job, step, outputs, outcome)
+                try:
+                    self._run_step(job, step, outcome.values, outcome)
+                except DirectoryUnavailable as exc:
+                    raise StepFailed(step.name, step.code,
+                                     f"{step.name}: directory unavailable: {exc}",
+                                     transient=True) from exc
             except StepFailed as failure:
+                failure.outcome = outcome
                 log.error(kv(event="step-failed", service=job.service.name, dn=job.dn,
                              uuid=job.uuid, mode=job.request, step=step.name, rc=failure.code,
                              ms=self._ms(started), transient=failure.transient or None,
@@ -114,6 +130,7 @@ class Pipeline:
                 raise
             log.info(kv(event="step", service=job.service.name, dn=job.dn, uuid=job.uuid,
                         mode=job.request, step=step.name, rc=0, ms=self._ms(started)))
+            outcome.next_step += 1
         return outcome
 
     def _ms(self, started: float) -> int:

@@ -1,0 +1,1 @@
+"""The provisiond benchmark: `bench/run` (see bench/README.md)."""
