@@ -309,8 +309,27 @@ class Daemon:
         return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
+        """User + system CPU seconds (psutil; the kernel counts them in 10 ms ticks)."""
         times = self.ps.cpu_times()
         return times.user + times.system
+
+    def cpu_ns(self) -> int | None:
+        """CPU time on the scheduler's nanosecond clock: the first field of
+        /proc/PID/task/*/schedstat summed over the live threads (None if unavailable)."""
+        total = 0
+        try:
+            tasks = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return None
+        for task in tasks:
+            try:
+                with open(f"/proc/{self.pid}/task/{task}/schedstat") as stat:
+                    total += int(stat.read().split()[0])
+            except FileNotFoundError:
+                continue  # a thread that just ended
+            except (OSError, ValueError, IndexError):
+                return None
+        return total
 
     def peak_rss_kib(self) -> int:
         """VmHWM: the kernel's high-water mark of this process's RSS (what ru_maxrss reports)."""

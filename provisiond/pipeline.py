@@ -94,6 +94,9 @@ class Outcome:
 
 
 class Pipeline:
+    # Called as observe(service, step, seconds, ok) after every step (metrics); None: nothing.
+    observe: Callable[[str, str, float, bool], None] | None = None
+
     def __init__(
         self,
         env: jinja2.Environment,
@@ -123,11 +126,15 @@ class Pipeline:
                                      transient=True) from exc
             except StepFailed as failure:
                 failure.outcome = outcome
+                if self.observe:
+                    self.observe(job.service.name, step.name, self.clock() - started, False)
                 log.error(kv(event="step-failed", service=job.service.name, dn=job.dn,
                              uuid=job.uuid, mode=job.request, step=step.name, rc=failure.code,
                              ms=self._ms(started), transient=failure.transient or None,
                              msg=failure.message))
                 raise
+            if self.observe:
+                self.observe(job.service.name, step.name, self.clock() - started, True)
             log.info(kv(event="step", service=job.service.name, dn=job.dn, uuid=job.uuid,
                         mode=job.request, step=step.name, rc=0, ms=self._ms(started)))
             outcome.next_step += 1

@@ -19,6 +19,7 @@ from provisiond.config.model import (
     Config,
     HookSettings,
     LoggingSettings,
+    MetricsSettings,
     RetrySettings,
     ServiceSpec,
     SyncSettings,
@@ -28,6 +29,7 @@ from provisiond.config.sections import (
     HOOKS,
     LDAP,
     LOGGING,
+    METRICS,
     RETRY,
     SECTIONS,
     SERVICES_SAMPLE,
@@ -135,6 +137,7 @@ def load_config(path: Path | str | None = None) -> Config:
     logging_ = read_section(LOGGING, data.get("logging"), top.child("logging"))
     hooks = read_section(HOOKS, data.get("hooks"), top.child("hooks"))
     retry = read_section(RETRY, data.get("retry"), top.child("retry"))
+    metrics = read_section(METRICS, data.get("metrics"), top.child("metrics"))
     general = read_section(TOP, {k: v for k, v in data.items() if k in {o.name for o in TOP.options}}, top)
 
     templates = tuple(Path(p) for p in general["templates"]) if general["templates"] else paths.templates_dirs()
@@ -177,6 +180,7 @@ def load_config(path: Path | str | None = None) -> Config:
         services=tuple(specs),
         shutdown_grace=general["shutdown_grace"],
         pid_file=Path(general["pid_file"]) if general["pid_file"] else state_dir / "provisiond.pid",
+        metrics=MetricsSettings(**metrics),
     )
 
 

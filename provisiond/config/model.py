@@ -49,6 +49,12 @@ class RetrySettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    path: str | None = None  # the Prometheus text file; None: no metrics
+    interval: float = 5.0
+
+
+@dataclass(frozen=True)
 class StateAttributes:
     """The LDAP attribute names of the state machine; defaults are stoney cloud's."""
 
@@ -174,6 +180,7 @@ class Config:
     services: tuple[ServiceSpec, ...]
     shutdown_grace: float = 30.0
     pid_file: Path | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def secrets(self) -> list[str]:
         """Strings that must never be logged (the bind password)."""

@@ -92,7 +92,18 @@ RETRY = Section(
     ),
 )
 
-SECTIONS = (LDAP, SYNC, LOGGING, HOOKS, RETRY)
+METRICS = Section(
+    "metrics",
+    "Prometheus metrics as a text file for node_exporter's textfile collector.",
+    (
+        Option("path", "str", "File to rewrite atomically (unset: no metrics); Debian's "
+               "node_exporter reads /var/lib/prometheus/node-exporter/*.prom."),
+        Option("interval", "number", "Seconds between rewrites of the metrics file.",
+               default=5.0, minimum=0.1),
+    ),
+)
+
+SECTIONS = (LDAP, SYNC, LOGGING, HOOKS, RETRY, METRICS)
 
 SERVICES_SAMPLE = """
 # Services: name -> definition. A definition either names a shipped kind
