@@ -232,7 +232,7 @@ def test_run_daemon_writes_pid_file_and_detects_stale_and_live_ones(
     config = write_config(tmp_path / "cfg", slapd, demo_service(root))
     pid_file = tmp_path / "cfg" / "state" / "provisiond.pid"
     pid_file.parent.mkdir(parents=True)
-    dead = subprocess.Popen(["true"])
+    dead = subprocess.Popen(["/bin/true"])
     dead.wait()
     pid_file.write_text(f"{dead.pid}\n")  # stale: that process is gone
     result = run_cli("--config", str(config), "run", "--daemon")

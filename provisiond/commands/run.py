@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provisiond.daemon import AlreadyRunning, run as serve
+    from provisiond.daemon import AlreadyRunning
+    from provisiond.daemon import run as serve
 
     try:
         return serve(args.config, args.loaded_config, daemonize=args.daemon)
