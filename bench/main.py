@@ -252,8 +252,11 @@ class Bench:
             window = time.monotonic() - window_start
             events_after = sum(self.capture.count(daemon.pid, e)
                                for e in ("claimed", "added", "resume", "scheduled"))
-            if events_after != events_before or self.capture.problems(daemon.pid):
-                raise BenchError(f"{what}: the daemon was not idle during the idle window")
+            problems = self.capture.problems(daemon.pid)
+            if events_after != events_before or problems:
+                raise BenchError(f"{what}: the daemon was not idle during the idle window "
+                                 f"({events_after - events_before} new events; "
+                                 f"{' | '.join(problems[:3]) or 'no problem events'})")
             result.idle_seconds = window
             result.idle_cpu_psutil_pct = (cpu_after - cpu_before) / window * 100
             result.idle_cpu_pct = (

@@ -22,6 +22,8 @@ from provisiond.config import Config, ConfigError, load_config
 from provisiond.engine import Engine
 from provisiond.fsutil import atomic_write
 from provisiond.logs import kv, setup_logging
+from provisiond.metrics import Metrics, status_line
+from provisiond.notify import Notifier, stderr_is_journal
 
 log = logging.getLogger("provisiond.daemon")
 
@@ -85,6 +87,9 @@ class Runner:
         self.stop_requested = False
         self.reload_requested = False
         self.engine: Engine | None = None
+        self.notifier = Notifier()  # systemd's Type=notify; does nothing outside systemd
+        self.metrics = Metrics(config.metrics)
+        self.ready = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -109,13 +114,20 @@ class Runner:
             engine.run_streams(stop)
             log.info(kv(event="started", services=",".join(engine.services) or "none",
                         mode=self.config.sync.mode, workers=self.config.workers))
+            self.metrics.attach(engine)
+            self.metrics.configure(self.config.metrics)
+            self.ready = False
+            self.tick()
             new_config = self._wait_for_signal()
+            if new_config is None:
+                self.notifier.stopping()
             stop.set()
             finished = engine.shutdown(grace=self.config.shutdown_grace)
             if not finished:
                 log.warning(kv(event="grace-expired",
                                msg="unfinished entries resume on the next start"))
             if new_config is None:
+                self.metrics.stop()
                 log.info(kv(event="stopped"))
                 return 0
             self.config = new_config
@@ -125,17 +137,40 @@ class Runner:
     def _wait_for_signal(self) -> Config | None:
         """Block until a stop (returns None) or a valid reload (returns the new config)."""
         while True:
-            self.wakeup.wait()
+            if not self.wakeup.wait(self.tick_seconds()):
+                self.tick()
+                continue
             self.wakeup.clear()
             if self.stop_requested:
                 return None
             if self.reload_requested:
                 self.reload_requested = False
+                self.notifier.reloading()
                 try:
                     return load_config(self.config_path)
                 except ConfigError as exc:
                     log.error(kv(event="reload-rejected", file=exc.file, key=exc.key or None,
                                  reason=exc.reason, msg="keeping the running configuration"))
+                    if self.engine is not None:
+                        self.notifier.ready(status_line(self.engine))
+
+    def tick_seconds(self) -> float:
+        return min(1.0, self.notifier.watchdog or 1.0)
+
+    def tick(self) -> None:
+        """On the main loop, about once a second: READY=1 after the first sync pass of every
+        service, a fresh STATUS= line, and WATCHDOG=1 (the main loop is alive)."""
+        engine = self.engine
+        if engine is None:
+            return
+        if not self.ready and (engine.first_sync.is_set() or not engine.services):
+            self.ready = True
+            self.notifier.ready(status_line(engine))
+            log.info(kv(event="ready", services=len(engine.services)))
+        else:
+            self.notifier.status(status_line(engine))
+        if self.notifier.watchdog:
+            self.notifier.ping()
 
 
 def run(config_path: str | None, config: Config, *, daemonize: bool) -> int:
@@ -152,5 +187,6 @@ def run(config_path: str | None, config: Config, *, daemonize: bool) -> int:
                 return Runner(config_path, config, foreground=False).serve()
             finally:
                 pid_file.unlink(missing_ok=True)
-    configure_logging(config, foreground=True)
-    return Runner(config_path, config, foreground=True).serve()
+    foreground = not stderr_is_journal()  # under systemd syslog reaches the journal already
+    configure_logging(config, foreground=foreground)
+    return Runner(config_path, config, foreground=foreground).serve()

@@ -239,6 +239,14 @@ class Metrics:
         self._last_error = None
         return True
 
+    def configure(self, settings: MetricsSettings) -> None:
+        """Apply (possibly reloaded) settings: start, stop or keep the writer."""
+        self.settings = settings
+        if self.path is None:
+            self.stop()
+        else:
+            self.start()
+
     def start(self) -> None:
         if self.path is None or self._thread is not None:
             return
@@ -270,3 +278,22 @@ def engine_load(engine: Engine) -> tuple[int, int]:
     busy = getattr(engine, "_busy", ())
     queued = queue_.qsize() if queue_ is not None else 0
     return queued, len(busy)
+
+
+def status_line(engine: Engine) -> str:
+    """One line for systemd's STATUS= (shown by `systemctl status`)."""
+    services = engine.services
+    connected = sum(1 for rt in services.values() if rt.connected)
+    queued, busy = engine_load(engine)
+    scheduled = len(engine.scheduler.items())
+    counters = engine.counters
+    if not services:
+        return "running: no services configured"
+    phase = "running" if engine.first_sync.is_set() else "starting: first sync pass"
+    line = (f"{phase}; {connected}/{len(services)} services connected; "
+            f"{counters.succeeded} succeeded, {counters.failed} failed, "
+            f"{counters.retried} retried; {busy} in progress, {scheduled} scheduled")
+    down = [name for name, rt in services.items() if not rt.connected]
+    if down:
+        line += f"; waiting for the directory: {', '.join(sorted(down))}"
+    return line

@@ -59,6 +59,12 @@ def slow_service(root: Path, hooks: Path) -> dict[str, Any]:
     }}
 
 
+def slow_config(tmp_path: Path, slapd: Slapd, root: Path) -> Path:
+    hooks = tmp_path / "hooks"
+    return write_config(tmp_path / "cfg", slapd, slow_service(root, hooks),
+                        hooks={"path": [str(hooks)]}, templates=[str(tmp_path / "templates")])
+
+
 def expected_big(name: str) -> str:
     return "".join(f"{name} line {i}\n" for i in range(20000)) + "end\n"
 
@@ -73,10 +79,7 @@ def root(tmp_path: Path) -> Path:
 def test_sigkill_mid_pipeline_then_restart_completes(
     slapd: Slapd, tmp_path: Path, root: Path
 ) -> None:
-    hooks = tmp_path / "hooks"
-    config = write_config(tmp_path / "cfg", slapd, slow_service(root, hooks),
-                          hooks={"path": [str(hooks)]},
-                          templates=[str(tmp_path / "templates")])
+    config = slow_config(tmp_path, slapd, root)
     conn = connect(slapd)
     daemon = start_daemon(config, log=tmp_path / "daemon.log")
     try:
@@ -183,10 +186,7 @@ def test_slapd_restarts_during_a_stream_of_changes_nothing_lost(
 def test_sigterm_finishes_in_flight_work_and_saves_the_cookie(
     slapd: Slapd, tmp_path: Path, root: Path
 ) -> None:
-    hooks = tmp_path / "hooks"
-    config = write_config(tmp_path / "cfg", slapd, slow_service(root, hooks),
-                          hooks={"path": [str(hooks)]},
-                          templates=[str(tmp_path / "templates")])
+    config = slow_config(tmp_path, slapd, root)
     conn = connect(slapd)
     daemon = start_daemon(config, log=tmp_path / "daemon.log")
     dn = add_item(conn, "graceful")

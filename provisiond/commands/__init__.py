@@ -10,4 +10,10 @@ COMMANDS = (
     "once",
     "check",
     "sample_config",
+    "status",
+    "render",
+    "retry",
+    "diagnose",
+    "import_legacy",
+    "test_account",
 )

@@ -1,0 +1,40 @@
+"""`provisiond render DN [--mode add|modify|delete]`: preview what the steps would write and
+run for an entry (a diff against the files on disk, hook argv), changing nothing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from provisiond.config.model import REQUEST_MODES
+
+NAME = "render"
+HELP = "preview an entry's steps: diffs of the files it would write, the hooks it would run"
+NEEDS_CONFIG = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from provisiond.operate_common import EXIT_EPILOG
+
+    parser.add_argument("dn", metavar="DN", help="the entry's distinguished name")
+    parser.add_argument("--mode", choices=REQUEST_MODES,
+                        help="the steps of this mode (default: what the entry requests, or "
+                        "the mode it is at)")
+    parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    parser.epilog = ("Nothing is written and no hook is run. " + EXIT_EPILOG
+                     + " Status 1: a step would fail or the entry's values are invalid.")
+
+
+def run(args: argparse.Namespace) -> int:
+    from provisiond.directory.connection import DirectoryUnavailable
+    from provisiond.operate_common import EX_UNAVAILABLE, OperateError
+    from provisiond.operate_render import main
+
+    try:
+        return main(args.loaded_config, args.dn, sys.stdout, mode=args.mode, as_json=args.json)
+    except OperateError as exc:
+        print(f"provisiond render: {exc}", file=sys.stderr)
+        return exc.status
+    except DirectoryUnavailable as exc:
+        print(f"provisiond render: directory unavailable: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
