@@ -207,6 +207,9 @@ class Engine:
                         rt.journal.record(claim)
                         claims[entry.uuid] = claim
             for claim in claims.values():
+                with self._lock:
+                    if claim.uuid in self._busy or claim.uuid in self._retrying:
+                        continue  # ours and in hand: nothing was stranded
                 log.info(kv(event="resume", service=rt.spec.name, dn=claim.dn, uuid=claim.uuid,
                             mode=claim.request))
                 self.submit(Work(rt.spec.name, claim.uuid, claim.dn, kind="resume"))

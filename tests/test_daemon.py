@@ -22,6 +22,7 @@ from tests.support import (
     demo_service,
     mode_of,
     read,
+    request,
     run_cli,
     runs,
     start_daemon,
@@ -268,3 +269,41 @@ def test_hook_scripts_are_executable() -> None:
     for script in scripts.iterdir():
         if script.is_file() and not script.name.endswith((".md", ".txt")):
             assert script.stat().st_mode & stat.S_IXUSR, script
+
+
+def test_changes_while_down_and_session_log_lost_are_all_handled(
+    tmp_path: Path, root: Path
+) -> None:
+    """The daemon is stopped, the directory changes, slapd restarts (its in-memory session log
+    is gone, and it is tiny anyway): the stored cookie forces a present phase on restart."""
+    from provisiond.testing.slapd import destroy, start_private_slapd
+    from tests.conftest import DEMO_OU, require_slapd
+
+    require_slapd()
+    server = start_private_slapd(extra_ldif=DEMO_OU, session_log=5)
+    try:
+        config = write_config(tmp_path / "cfg", server, demo_service(root))
+        conn = connect(server)
+        daemon = start_daemon(config, log=tmp_path / "daemon.log")
+        settled = [add_item(conn, f"old{n}") for n in range(10)]
+        wait_for(lambda: all(mode_of(conn, dn) == "added" for dn in settled))
+        assert stop_daemon(daemon) == 0
+
+        fresh = [add_item(conn, f"new{n:02d}") for n in range(30)]
+        for dn in settled[:5]:
+            request(conn, dn, "modify", provisiondSize="2G")
+        for dn in settled[5:]:
+            conn.delete(dn)
+        server.restart()
+
+        daemon = start_daemon(config, log=tmp_path / "daemon.log")
+        conn = connect(server)
+        wait_for(lambda: all(mode_of(conn, dn) == "added" for dn in fresh), timeout=60)
+        wait_for(lambda: all(mode_of(conn, dn) == "modified" for dn in settled[:5]))
+        assert stop_daemon(daemon) == 0
+    finally:
+        destroy(server)
+    pairs = [tuple(line.split()[:2]) for line in runs(root)]
+    assert len(pairs) == len(set(pairs)) == 10 + 30 + 5
+    assert "event=present-phase" in (tmp_path / "daemon.log").read_text() or \
+        "event=full-refresh" in (tmp_path / "daemon.log").read_text()

@@ -41,6 +41,7 @@ with warnings.catch_warnings():
     import ldap3
     from ldap3.core.exceptions import LDAPException
 
+from ..logs import kv
 from .connection import ConnectionFactory, DirectoryUnavailable
 from .controls import (
     SYNC_DONE_OID,
@@ -142,7 +143,7 @@ class _Session:
     def entry(self, dn: str, raw: Mapping[str, Sequence[bytes]], controls: Mapping[str, Any]) -> None:
         control = controls.get(SYNC_STATE_OID)
         if control is None:
-            log.warning("entry %s came without a Sync State control; ignored", dn)
+            log.warning(kv(event="no-sync-state", dn=dn, msg="entry ignored"))
             return
         state = decode_sync_state(control["value"])
         attrs = text_attributes(raw)
@@ -159,7 +160,9 @@ class _Session:
     def _end_phase(self, cookie: str | None, present: bool, refresh_done: bool) -> None:
         # A present phase lists every survivor; a full reload (no cookie) sends all content.
         if present or (self.full and refresh_done):
-            for uuid in [u for u in self.known if u not in self.seen]:
+            gone = [u for u in self.known if u not in self.seen]
+            log.info(kv(event="present-phase", listed=len(self.seen), gone=len(gone)))
+            for uuid in gone:
                 self.emit(uuid, None, False, MappingProxyType({}))
             self.full = False  # a delete phase may follow: the survivors are settled
         self.seen = set()
@@ -310,7 +313,7 @@ class ChangeStream:
             done_control = (result.get("controls") or {}).get(SYNC_DONE_OID)
             done = decode_sync_done(done_control["value"]) if done_control else None
             if result.get("result") == RESULT_SYNC_REFRESH_REQUIRED and cookie is not None:
-                log.info("server requires a full refresh (cookie %s too old)", cookie)
+                log.info(kv(event="full-refresh", cookie=cookie, msg="the server requires a full refresh"))
                 cookie = done.cookie if done and done.cookie else None
                 continue
             if result.get("result") != 0:
@@ -334,7 +337,7 @@ class ChangeStream:
             attrs = text_attributes(message.get("raw_attributes") or {})
             uuids, csns = attrs.get("entryuuid", ()), attrs.get("entrycsn", ())
             if not uuids or not csns:
-                log.warning("entry %s without entryUUID/entryCSN; ignored", message.get("dn"))
+                log.warning(kv(event="no-uuid-or-csn", dn=message.get("dn"), msg="entry ignored"))
             elif since is None or csns[0] > since:  # `>=` is inclusive: skip what was seen
                 rows.append((csns[0], uuids[0].lower(), message.get("dn"), attrs))
         for _csn, uuid, dn, attrs in sorted(rows, key=lambda row: row[0]):
@@ -371,7 +374,7 @@ class ChangeStream:
                         continue
                 except DirectoryUnavailable as exc:
                     self._report(False, str(exc))
-                    log.debug("stream down: %s", exc)
+                    log.debug(kv(event="stream-down", reason=str(exc)))
                 stop.wait(self._backoff.next())
         finally:
             if self._connection is not None:
@@ -419,7 +422,7 @@ class ChangeStream:
     def _persist_message(self, message: Mapping[str, Any]) -> None:
         if message.get("type") == "searchResDone":  # the server ended the search
             if message.get("result") == RESULT_SYNC_REFRESH_REQUIRED:
-                log.info("server requires a full refresh; reconnecting without cookie")
+                log.info(kv(event="full-refresh", msg="reconnecting without a cookie"))
                 self._session.cookie = None
             raise SearchFailed(_describe(f"persistent search on {self.base}", message))
         try:

@@ -161,8 +161,9 @@ def add_account(conn: ldap3.Connection, uid: str, *, dn: str | None = None,
     test wants the message attribute)."""
     default_uid, default_gid = ids_for(uid) if uid.isdigit() else (1234567, 1234567)
     dn = dn or account_dn(uid)
+    cn = dn.split(",")[0].split("=", 1)[1] if dn.startswith("cn=") else f"Backup {uid}"
     attributes = {
-        "uid": uid, "cn": f"Backup {uid}",
+        "uid": uid, "cn": cn,
         "uidNumber": uid_number or str(default_uid), "gidNumber": gid_number or str(default_gid),
         "homeDirectory": f"/var/backup/{uid}", "loginShell": "/bin/false",
         "sstBackupIntervalHourly": hourly, "sstBackupIntervalDaily": daily,

@@ -153,8 +153,8 @@ def test_daemon_notifies_ready_only_after_the_first_sync(
         stderr=open(tmp_path / "daemon.log", "wb"),  # noqa: SIM115 - the child owns it
     )
     try:
-        listener.wait_for("WATCHDOG", "1", timeout=20)
-        status = listener.wait_for("STATUS")
+        status = listener.wait_for("STATUS", timeout=20)
+        listener.wait_for("WATCHDOG", "1")
         assert "waiting for the directory: demo" in status["STATUS"]
         time.sleep(1.0)
         while listener.receive(timeout=0.1):
