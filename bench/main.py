@@ -89,6 +89,7 @@ class Latency:
     detect: list[float]  # seconds, write acknowledged -> `claimed` event
     behind: float  # how far the writer fell behind its schedule at worst (s)
     peak_rss_kib: int
+    reconnects: int  # `disconnected` events of the stream during the phase
 
 
 @dataclass
@@ -102,10 +103,12 @@ class Throughput:
     slapd_cpu: float  # CPU seconds of slapd over the same span
     sampled_rss: int  # bytes, psutil every 0.1 s during the run
     peak_rss_kib: int = 0  # VmHWM after the run and the idle window
-    idle_cpu_pct: float = 0.0  # schedstat (ns) when available, else psutil
+    idle_cpu_pct: float = 0.0  # the process CPU clock (ns) when available, else psutil
     idle_cpu_psutil_pct: float = 0.0  # psutil cpu_times (10 ms ticks)
     idle_seconds: float = 0.0
     idle_slapd_pct: float = 0.0
+    reconnects: int = 0  # stream `disconnected` events from spawn to the last `added`
+    idle_reconnects: int = 0  # ... during the idle window
 
     @property
     def rate(self) -> float:
@@ -200,6 +203,7 @@ class Bench:
                 detect=[claimed[dn] - written[dn] for dn in measured],
                 behind=behind,
                 peak_rss_kib=daemon.peak_rss_kib(),
+                reconnects=self.capture.count(daemon.pid, "disconnected"),
             )
         finally:
             self._stop(daemon, what)
@@ -236,7 +240,8 @@ class Bench:
                 entries=total, elapsed=last - started, startup=started - daemon.spawned,
                 first_claim=first - started, daemon_cpu=cpu.user + cpu.system,
                 hook_cpu=cpu.children_user + cpu.children_system,
-                slapd_cpu=slapd_after - slapd_before, sampled_rss=sampled)
+                slapd_cpu=slapd_after - slapd_before, sampled_rss=sampled,
+                reconnects=self.capture.count(daemon.pid, "disconnected"))
             self.note(f"throughput: {total} entries in {result.elapsed:.1f}s "
                       f"({result.rate:.0f}/s); settling {plan.settle:g}s, idle {plan.idle:g}s")
 
@@ -245,6 +250,7 @@ class Bench:
                                 for e in ("claimed", "added", "resume", "scheduled"))
             cpu_before, slapd_before = daemon.cpu_seconds(), sum(slapd.cpu_times()[:2])
             ns_before = daemon.cpu_ns()
+            drops_before = self.capture.count(daemon.pid, "disconnected")
             window_start = time.monotonic()
             time.sleep(plan.idle)
             ns_after = daemon.cpu_ns()
@@ -258,6 +264,7 @@ class Bench:
                                  f"({events_after - events_before} new events; "
                                  f"{' | '.join(problems[:3]) or 'no problem events'})")
             result.idle_seconds = window
+            result.idle_reconnects = self.capture.count(daemon.pid, "disconnected") - drops_before
             result.idle_cpu_psutil_pct = (cpu_after - cpu_before) / window * 100
             result.idle_cpu_pct = (
                 (ns_after - ns_before) / 1e9 / window * 100
@@ -380,13 +387,19 @@ def report(plan: Plan, quick: bool, latencies: list[Latency], tp: Throughput,
     out.append(f"(a) latency: LDAP add (mode add) acknowledged -> daemon logs `added`; "
                f"{plan.latency_entries} entries per mode, one every {plan.gap * 1000:g} ms "
                f"(+{plan.warmup} warm-up, not counted)")
-    out.append(f"    {'sync mode':<22}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'max ms':>8}"
-               f"   {'->claimed p50':>13}")
+    out.append(f"    {'sync mode':<16}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}   "
+               f"{'claimed p50':>12}{'p99':>8}   (ms)")
     for lat in latencies:
         label = lat.mode if lat.mode == "persist" else f"poll ({plan.poll_interval:g} s)"
-        out.append(f"    {label:<22}{ms(percentile(lat.samples, 50))}"
+        out.append(f"    {label:<16}{ms(percentile(lat.samples, 50))}"
                    f"{ms(percentile(lat.samples, 95))}{ms(percentile(lat.samples, 99))}"
-                   f"{ms(max(lat.samples))}   {ms(percentile(lat.detect, 50)):>13}")
+                   f"{ms(max(lat.samples))}   {ms(percentile(lat.detect, 50)):>12}"
+                   f"{ms(percentile(lat.detect, 99))}")
+    out.append("    (`claimed p50/p99`: write -> the daemon's `claimed` event, i.e. detection, "
+               "read and claim)")
+    for lat in latencies:
+        if lat.reconnects:
+            out.append(f"    stream reconnects during the {lat.mode} run: {lat.reconnects}")
     worst = max(lat.behind for lat in latencies)
     out.append(f"    offered load {1 / plan.gap:.0f} entries/s = {100 / plan.gap / tp.rate:.0f} % "
                f"of the measured throughput; writer behind schedule at worst "
@@ -402,6 +415,8 @@ def report(plan: Plan, quick: bool, latencies: list[Latency], tp: Throughput,
     out.append(f"    startup (spawn -> `started`) {tp.startup:.2f} s; first claim "
                f"{tp.first_claim * 1000:.0f} ms after `started`")
     per = 1000 / tp.entries
+    if tp.reconnects:
+        out.append(f"    stream reconnects during the run: {tp.reconnects}")
     out.append(f"    CPU per entry: daemon {tp.daemon_cpu * per:.2f} ms, hooks "
                f"{tp.hook_cpu * per:.2f} ms, slapd {tp.slapd_cpu * per:.2f} ms")
     out.append("")
@@ -414,8 +429,9 @@ def report(plan: Plan, quick: bool, latencies: list[Latency], tp: Throughput,
     out.append("")
     out.append(f"(d) idle CPU (persist, nothing to do, {tp.idle_seconds:.1f} s window after a "
                f"{plan.settle:g} s settle)")
-    out.append(f"    daemon {tp.idle_cpu_pct:.3f} % of one CPU (schedstat, ns); psutil cpu_times: "
+    out.append(f"    daemon {tp.idle_cpu_pct:.3f} % of one CPU (process CPU clock, ns); psutil cpu_times: "
                f"{tp.idle_cpu_psutil_pct:.2f} % (10 ms ticks); slapd {tp.idle_slapd_pct:.2f} %")
+    out.append(f"    stream reconnects in the window: {tp.idle_reconnects}")
     out.append("")
     out.append(f"total runtime {runtime:.1f} s")
     out.append("")
@@ -462,5 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit):
+        print("bench: interrupted; stopping the daemon and slapd", file=sys.stderr)
+        raise
     finally:
         cleanup.run()

@@ -38,7 +38,7 @@ from provisiond.logs import kv
 from provisiond.pipeline import Job, Outcome, Pipeline, StepFailed
 from provisiond.render import make_environment
 from provisiond.scheduler import Scheduler
-from provisiond.values import InvalidValue, parse_entry
+from provisiond.values import InvalidValue, has_control_characters, parse_entry
 from provisiond.watermark import Watermark
 
 log = logging.getLogger("provisiond.engine")
@@ -289,10 +289,14 @@ class Engine:
                 invalid = decision.reason
 
         values: dict[str, object] = {}
+        invalid_code = spec.invalid_code
         try:
             values = parse_entry(spec.values, entry.attributes)
         except InvalidValue as exc:
             invalid = invalid or str(exc)
+            invalid_code = exc.code or spec.invalid_code
+        if has_control_characters(entry.dn):  # a DN may reach templates and logs
+            invalid = invalid or f"the DN contains control characters: {entry.dn!r}"
         if invalid is None and work.kind == "request":
             unmet = lifecycle.preconditions_met(spec.preconditions.get(request, {}), values)
             if unmet:
@@ -302,27 +306,35 @@ class Engine:
 
         if work.kind == "request" and not self._claim(rt, entry, state, request):
             return
-        started = time.monotonic()
         if invalid is not None:
-            self._report_failure(rt, entry, request, spec.invalid_code, f"validate: {invalid}",
-                                 started)
+            self._report_failure(rt, entry, request, invalid_code, f"validate: {invalid}",
+                                 time.monotonic())
             return
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values)
+        self._provision(rt, work, entry, job)
+
+    def _provision(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job) -> None:
+        """Run the steps of a claimed entry and report the outcome. The entry stays in the
+        aggregate overlay until its outcome is in the directory, so a concurrent aggregate
+        render never sees it neither in flight nor provisioned."""
+        spec, request, started = rt.spec, job.request, time.monotonic()
         self.aggregates.begin(job)
         try:
-            outcome = self.pipeline.run(job, work.progress if work.kind == "resume" else None)
-        except StepFailed as failure:
-            if failure.transient and work.attempt < self.config.retry.limit:
-                self._retry_later(rt, Work(spec.name, entry.uuid, entry.dn, "resume",
-                                           work.attempt, progress=failure.outcome),
-                                  failure.message)
+            try:
+                outcome = self.pipeline.run(job, work.progress if work.kind == "resume" else None)
+            except StepFailed as failure:
+                if failure.transient and work.attempt < self.config.retry.limit:
+                    self._retry_later(rt, Work(spec.name, entry.uuid, entry.dn, "resume",
+                                               work.attempt, progress=failure.outcome),
+                                      failure.message)
+                else:
+                    self._report_failure(rt, entry, request, failure.code, failure.message,
+                                         started)
                 return
-            self._report_failure(rt, entry, request, failure.code, failure.message, started)
-            return
+            self._report(rt, entry, lifecycle.success_changes(
+                spec.attributes, request, self.clock.now(), outcome.outputs, "ok"))
         finally:
             self.aggregates.end(job)
-        self._report(rt, entry, lifecycle.success_changes(
-            names, request, self.clock.now(), outcome.outputs, "ok"))
         rt.journal.forget(entry.uuid)
         self.counters.succeeded += 1
         self.counters.count(spec.name, "success")

@@ -31,10 +31,6 @@ EX_CANTCREAT = 73  # the output file cannot be written
 EX_TEMPFAIL = 75  # the entry changed meanwhile; look again
 EX_CONFIG = 78
 
-EXIT_EPILOG = ("Exit status: 0 ok, 1 failures found, 64 usage, 65 entry not in a state this "
-               "applies to, 66 no such entry, 69 directory unavailable, 75 entry changed "
-               "meanwhile, 78 configuration error.")
-
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 PAGE_SIZE = 500
 OPERATIONAL = ("entryUUID", "modifyTimestamp")

@@ -40,7 +40,7 @@ SYSLOG_TAIL_BYTES = 8 * 1024 * 1024
 DEFAULT_LINES = 2000
 LIBRARIES = ("ldap3", "pyasn1", "PyYAML", "Jinja2", "python-daemon", "psutil")
 SECRET_KEY = re.compile(
-    r"^(?P<lead>\s*-?\s*[\"']?(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|secret|token|"
+    r"^(?P<lead>\s*(?:#\s*)?-?\s*[\"']?(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|secret|token|"
     r"credential|passphrase|api_?key)[A-Za-z0-9_.-]*)[\"']?\s*:\s*)(?P<value>\S.*)$",
     re.IGNORECASE,
 )
@@ -122,8 +122,9 @@ def _tail(path: str, limit: int) -> list[str]:
     return lines[1:] if size > limit else lines
 
 
-def syslog_lines(tag: str, lines: int, files: Sequence[str] = SYSLOG_FILES) -> str:
+def syslog_lines(tag: str, lines: int, files: Sequence[str] | None = None) -> str:
     """Recent lines of provisiond from the journal and the syslog files that can be read."""
+    files = SYSLOG_FILES if files is None else files
     parts: list[str] = []
     journalctl = shutil.which("journalctl")
     if journalctl:
@@ -170,7 +171,8 @@ def version_text(config: Config | None) -> str:
         result = subprocess.run([dpkg, "-W", "-f", "${Package} ${Version} ${db:Status-Abbrev}\n",
                                  "provisiond"], capture_output=True, text=True, check=False,
                                 timeout=30)
-        lines.append(f"package {result.stdout.strip() or 'provisiond is not installed as a package'}")
+        package = result.stdout.strip() or "provisiond is not installed as a package"
+        lines.append(f"package {package}")
     if config is not None:
         lines.append(f"config {config.source}")
     return "\n".join(lines) + "\n"
@@ -188,7 +190,7 @@ class Bundle:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.buffer = io.BytesIO()
-        self.tar = tarfile.open(fileobj=self.buffer, mode="w:gz")  # noqa: SIM115 - closed in close()
+        self.tar = tarfile.open(fileobj=self.buffer, mode="w:gz")  # noqa: SIM115 - see close()
         self.names: list[str] = []
 
     def add(self, name: str, text: str) -> None:

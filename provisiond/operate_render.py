@@ -173,7 +173,8 @@ class Previewer:
         result.values = {name: as_text(value) for name, value in values.items()}
         unmet = lifecycle.preconditions_met(spec.preconditions.get(chosen, {}), values)
         if unmet:
-            result.waiting = f"the daemon waits until {unmet}"
+            result.waiting = (f"precondition not met: {unmet} (the daemon leaves the entry "
+                              "until it is)")
         outputs = _known_outputs(spec, entry)
         result.outputs_known = {name: as_text(value) for name, value in outputs.items()}
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=chosen, values=values)
@@ -210,7 +211,7 @@ class Previewer:
                     self.aggregates.end(job)
                 content = render_template(self.env, action.template,
                                           {**context, "entries": entries}).encode()
-                scope = f" from {len(entries)} active entries"
+                scope = f" from {len(entries)} active entr{'y' if len(entries) == 1 else 'ies'}"
             else:
                 path = self.path(spec, action.path, context)
                 content = render_template(self.env, action.template, context).encode()

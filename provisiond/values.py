@@ -35,6 +35,7 @@ COMMON_KEYS: Mapping[str, str] = MappingProxyType({
     "default": "used when the attribute is missing; written like an LDAP value",
     "multi": "accept several values; the result is a list (default: false)",
     "description": "free text for humans (default: empty)",
+    "code": "ReturnValue when this value is invalid (default: the service's invalid_code)",
 })
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _SAFE_RE = re.compile(r"[A-Za-z0-9 ._@+:,=/-]")
@@ -43,9 +44,10 @@ _SAFE_RE = re.compile(r"[A-Za-z0-9 ._@+:,=/-]")
 class InvalidValue(Exception):
     """An LDAP value failed validation; the message is single-line with the raw value escaped."""
 
-    def __init__(self, name: str, attribute: str, reason: str) -> None:
+    def __init__(self, name: str, attribute: str, reason: str, code: int | None = None) -> None:
         super().__init__(name, attribute, reason)
         self.name, self.attribute, self.reason = name, attribute, _one_line(reason)
+        self.code = code
 
     def __str__(self) -> str:
         return _one_line(f'value "{self.name}" (attribute {self.attribute}): {self.reason}')
@@ -60,6 +62,11 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.reason}" if self.key else self.reason
+
+
+def has_control_characters(text: str) -> bool:
+    """True if `text` holds a character no rendered file, argv or log line should carry."""
+    return any(unicodedata.category(c) in _CONTROL for c in text)
 
 
 def _one_line(text: str) -> str:
@@ -503,6 +510,7 @@ class ValueSpec:
     default: Any = None
     multi: bool = False
     description: str = ""
+    code: int | None = None
 
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any]) -> ValueSpec:
@@ -522,28 +530,32 @@ class ValueSpec:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise SpecError("description", f"must be a string, not {description!r}")
+        code = data.get("code")
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int)
+                                 or not 0 < code < 1000):
+            raise SpecError("code", f"must be an error code from 1 to 999, not {code!r}")
         if default is not None and required:
             raise SpecError("default", "a required value never uses its default; drop one")
         if default is not None:
             default = _at("default", _parse_default, value_type, default, multi)
         elif multi:
             default = []
-        return cls(name, attribute, value_type, required, default, multi, description)
+        return cls(name, attribute, value_type, required, default, multi, description, code)
 
     def parse_values(self, raw_values: Sequence[str]) -> Any:
         """The typed value (a list when multi) from the attribute's values, or InvalidValue."""
         values = [raw_values] if isinstance(raw_values, str) else list(raw_values)
         if not values:
             if self.required:
-                raise InvalidValue(self.name, self.attribute, "missing")
+                raise InvalidValue(self.name, self.attribute, "missing", self.code)
             return list(self.default) if self.multi else self.default
         if not self.multi and len(values) > 1:
             reason = f"{len(values)} values where one is allowed"
-            raise InvalidValue(self.name, self.attribute, reason)
+            raise InvalidValue(self.name, self.attribute, reason, self.code)
         try:
             parsed = [self.type.parse(raw) for raw in values]
         except ValueError as exc:
-            raise InvalidValue(self.name, self.attribute, str(exc)) from None
+            raise InvalidValue(self.name, self.attribute, str(exc), self.code) from None
         return parsed if self.multi else parsed[0]
 
 

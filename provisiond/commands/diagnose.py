@@ -12,9 +12,10 @@ HELP = "write a diagnostics bundle (secrets redacted) for a support request"
 NEEDS_CONFIG = False  # works with a broken configuration: the error goes into the bundle
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from provisiond.operate_diagnose import DEFAULT_LINES
+DEFAULT_LINES = 2000
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", metavar="FILE.tar.gz", required=True,
                         help="where to write the bundle (mode 0600)")
     parser.add_argument("--lines", type=int, default=DEFAULT_LINES, metavar="N",

@@ -6,18 +6,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from provisiond.config.model import REQUEST_MODES
+MODES = ("add", "modify", "delete")  # config.model.REQUEST_MODES, without importing ldap3 here
 
 NAME = "render"
 HELP = "preview an entry's steps: diffs of the files it would write, the hooks it would run"
 NEEDS_CONFIG = True
 
+EXIT_EPILOG = ("Exit status: 0 ok, 1 failures found, 64 usage, 65 entry not in a state this "
+               "applies to, 66 no such entry, 69 directory unavailable, 75 entry changed "
+               "meanwhile, 78 configuration error.")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from provisiond.operate_common import EXIT_EPILOG
-
     parser.add_argument("dn", metavar="DN", help="the entry's distinguished name")
-    parser.add_argument("--mode", choices=REQUEST_MODES,
+    parser.add_argument("--mode", choices=MODES,
                         help="the steps of this mode (default: what the entry requests, or "
                         "the mode it is at)")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")

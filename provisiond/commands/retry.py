@@ -10,10 +10,12 @@ NAME = "retry"
 HELP = "put a failed entry back to its request so the daemon runs it again"
 NEEDS_CONFIG = True
 
+EXIT_EPILOG = ("Exit status: 0 ok, 1 failures found, 64 usage, 65 entry not in a state this "
+               "applies to, 66 no such entry, 69 directory unavailable, 75 entry changed "
+               "meanwhile, 78 configuration error.")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from provisiond.operate_common import EXIT_EPILOG
-
     parser.add_argument("dn", metavar="DN", help="the failed entry's distinguished name")
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     parser.epilog = EXIT_EPILOG

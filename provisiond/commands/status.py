@@ -11,9 +11,10 @@ HELP = "show entries by mode and state, failed, stuck and scheduled entries, coo
 NEEDS_CONFIG = True
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from provisiond.status import DEFAULT_STUCK_AFTER
+DEFAULT_STUCK_AFTER = 900.0  # provisiond.status.DEFAULT_STUCK_AFTER (not imported: ldap3 is slow)
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     parser.add_argument("--stuck-after", type=float, default=DEFAULT_STUCK_AFTER,
                         metavar="SECONDS",

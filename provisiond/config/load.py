@@ -72,28 +72,55 @@ def check_secret_file(path: str, where: Where) -> None:
         raise where.error(f"{path} is not readable by this user")
 
 
-def find_kind(kind: str, where: Where) -> tuple[Path, Mapping[str, Any]]:
+# Keys whose mappings a derived kind refines entry by entry rather than replaces.
+REFINED_KEYS = ("vars", "attributes", "values", "outputs", "preconditions")
+
+
+def find_kind(kind: str, where: Where, seen: tuple[str, ...] = ()) -> Mapping[str, Any]:
+    """The shipped definition of `kind`, with any `extends:` chain resolved."""
+    if kind in seen:
+        raise where.error(f"kind {kind!r} extends itself ({' -> '.join((*seen, kind))})")
     for directory in paths.kinds_dirs():
         candidate = directory / f"{kind}.yaml"
         if candidate.is_file():
             data = _read_yaml(candidate)
             if not isinstance(data, Mapping):
                 raise ConfigError(str(candidate), "", "a service kind must be a mapping")
-            return candidate, data
+            parent = data.get("extends")
+            if parent is None:
+                return data
+            base = find_kind(str(parent), Where(str(candidate), "extends"), (*seen, kind))
+            return refine(base, {k: v for k, v in data.items() if k != "extends"})
     searched = ", ".join(str(d) for d in paths.kinds_dirs())
     raise where.error(f"unknown service kind {kind!r} (searched {searched})")
 
 
+def refine(base: Mapping[str, Any], derived: Mapping[str, Any]) -> dict[str, Any]:
+    """`derived` over `base`: REFINED_KEYS merge per entry (a value declaration's own keys
+    merge too, so `values: {quota: {attribute: x}}` renames just the attribute)."""
+    merged = dict(base)
+    for key, value in derived.items():
+        old = base.get(key)
+        if key in REFINED_KEYS and isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = {
+                name: {**old[name], **item}
+                if isinstance(old.get(name), Mapping) and isinstance(item, Mapping) else item
+                for name, item in {**old, **value}.items()
+            }
+        else:
+            merged[key] = value
+    return merged
+
+
 def merge_kind(data: Mapping[str, Any], where: Where) -> Mapping[str, Any]:
-    """A `kind:` service starts from the shipped definition; `vars` merge key by key and
-    any other key the site gives replaces the shipped one."""
+    """A `kind:` service starts from the shipped definition; `vars` merge key by key (and
+    must be vars the kind declares) and any other key the site gives replaces the shipped one."""
     kind = data.get("kind")
     if kind is None:
         return data
     if not isinstance(kind, str):
         raise where.child("kind").error("must be a string")
-    _, shipped = find_kind(kind, where.child("kind"))
-    merged = dict(shipped)
+    shipped = find_kind(kind, where.child("kind"))
     user_vars = data.get("vars") or {}
     if not isinstance(user_vars, Mapping):
         raise where.child("vars").error("must be a mapping")
@@ -103,6 +130,7 @@ def merge_kind(data: Mapping[str, Any], where: Where) -> Mapping[str, Any]:
         raise where.child("vars").child(sorted(unknown)[0]).error(
             f"not a var of kind {kind} (known: {', '.join(sorted(shipped_vars))})"
         )
+    merged = dict(shipped)
     merged.update({k: v for k, v in data.items() if k != "vars"})
     merged["vars"] = {**shipped_vars, **user_vars}
     return merged

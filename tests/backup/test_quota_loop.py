@@ -20,6 +20,7 @@ from tests.backup.support import (
     add_account,
     config_for,
     connect,
+    ids_for,
     request,
     running,
     wait_failed,
@@ -42,42 +43,45 @@ def _run(*argv: str) -> str:
 def quota_mount(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB ext4 filesystem with user quota files, mounted at tmp_path/mnt."""
     require_root()
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    found = {tool: shutil.which(tool) or "" for tool in TOOLS}
+    missing = [tool for tool, path in found.items() if not path]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (Debian packages quota, e2fsprogs, mount)")
     image, mountpoint = tmp_path / "quota.img", tmp_path / "mnt"
     mountpoint.mkdir()
     with open(image, "wb") as handle:
         handle.truncate(64 << 20)
-    _run("mkfs.ext4", "-q", "-F", str(image))
+    _run(found["mkfs.ext4"], "-q", "-F", str(image))
     try:
-        device = _run("losetup", "--find", "--show", str(image)).strip()
+        device = _run(found["losetup"], "--find", "--show", str(image)).strip()
     except RuntimeError as exc:
         pytest.skip(f"no loop device available: {exc}")
     mounted = False
     try:
         try:
-            _run("mount", "-o", "usrquota,grpquota", device, str(mountpoint))
+            _run(found["mount"], "-o", "usrquota,grpquota", device, str(mountpoint))
         except RuntimeError as exc:
             pytest.skip(f"cannot mount a loop device here: {exc}")
         mounted = True
-        _run("quotacheck", "-cugm", str(mountpoint))
+        _run(found["quotacheck"], "-cugm", str(mountpoint))
         yield mountpoint
     finally:
         if mounted:
-            subprocess.run(["umount", str(mountpoint)], check=False)
-        subprocess.run(["losetup", "-d", device], check=False)
+            subprocess.run([found["umount"], str(mountpoint)], check=False)
+        subprocess.run([found["losetup"], "-d", device], check=False)
 
 
 def limits(mountpoint: Path, uid_number: int) -> tuple[int, int] | None:
     """(block soft, block hard) of a user from `repquota -v -n -O csv`, None if not listed."""
-    for line in _run("repquota", "-v", "-n", "-O", "csv", str(mountpoint)).splitlines()[1:]:
+    repquota = shutil.which("repquota") or "/usr/sbin/repquota"
+    for line in _run(repquota, "-v", "-n", "-O", "csv", str(mountpoint)).splitlines()[1:]:
         fields = line.split(",")
         if fields[0] == f"#{uid_number}":
             return int(fields[4]), int(fields[5])
     return None
 
 
+@pytest.mark.root
 def test_quota_follows_the_account(stoney: Slapd, quota_mount: Path, tmp_path: Path) -> None:
     site = Site(tmp_path / "site").create()
     backup_root = quota_mount / "backup"
@@ -117,5 +121,5 @@ def test_setquota_failure_is_code_6(stoney: Slapd, tmp_path: Path) -> None:
         entry = wait_failed(conn, dn)
     assert entry["sstProvisioningReturnValue"] == "6"
     assert entry["provisiondMessage"].startswith("set quota: ")
-    assert "setquota -u 1234567" in entry["provisiondMessage"]
+    assert f"setquota -u {ids_for(UID)[0]} " in entry["provisiondMessage"]
     assert not site.config(UID).exists()

@@ -1,0 +1,162 @@
+"""The Prometheus text file: it parses with prometheus_client, and its numbers move."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisiond.clock import FakeClock
+from provisiond.config import load_config
+from provisiond.config.model import MetricsSettings
+from provisiond.daemon import configure_logging
+from provisiond.engine import Engine
+from provisiond.metrics import BUCKETS, Metrics, status_line
+from provisiond.testing.slapd import Slapd
+from tests.support import add_item, connect, demo_service, mode_of, read, wait_for, write_config
+
+parser = pytest.importorskip("prometheus_client.parser")
+
+
+def parse(text: str) -> dict[str, Any]:
+    """name -> family, every family checked by the reference parser."""
+    return {family.name: family for family in parser.text_string_to_metric_families(text)}
+
+
+def value(families: dict[str, Any], sample: str, **labels: str) -> float:
+    family_name = sample
+    for suffix in ("_total", "_bucket", "_count", "_sum"):
+        if sample.endswith(suffix) and sample[: -len(suffix)] in families:
+            family_name = sample[: -len(suffix)]
+    for found in families[family_name].samples:
+        if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items()):
+            return float(found.value)
+    raise KeyError(f"{sample}{labels}")
+
+
+def test_histogram_is_cumulative_and_labels_are_escaped() -> None:
+    metrics = Metrics(MetricsSettings())
+    step = 'quote " backslash \\ newline \n end'
+    for seconds in (0.001, 0.3, 0.3, 700.0):
+        metrics.observe("svc", step, seconds, True)
+    metrics.observe("svc", step, 2.0, False)
+    families = parse(metrics.render())
+    assert families["provisiond_step_duration_seconds"].type == "histogram"
+    ok = {"service": "svc", "step": step, "outcome": "success"}
+    assert value(families, "provisiond_step_duration_seconds_count", **ok) == 4
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok, le="0.005") == 1
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok, le="0.5") == 3
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok,
+                 le=str(BUCKETS[-1])) == 3
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok, le="+Inf") == 4
+    assert value(families, "provisiond_step_duration_seconds_sum", **ok) == pytest.approx(700.601)
+    failed = {"service": "svc", "step": step, "outcome": "failure"}
+    assert value(families, "provisiond_step_duration_seconds_count", **failed) == 1
+
+
+def test_unwritable_path_does_not_raise(tmp_path: Path) -> None:
+    metrics = Metrics(MetricsSettings(path=str(tmp_path / "missing" / "x.prom")))
+    assert metrics.write() is False
+    assert Metrics(MetricsSettings()).write() is False  # off
+
+
+@contextmanager
+def running(config_path: Path, metrics: Metrics, clock: FakeClock | None = None
+            ) -> Iterator[Engine]:
+    config = load_config(config_path)
+    configure_logging(config, foreground=False)
+    engine = Engine(config, clock)
+    metrics.attach(engine)
+    stop = threading.Event()
+    engine.start_workers()
+    engine.run_streams(stop)
+    metrics.configure(config.metrics)
+    try:
+        yield engine
+    finally:
+        stop.set()
+        engine.shutdown(grace=10)
+        metrics.stop()
+
+
+def test_counters_move_when_entries_are_processed(slapd: Slapd, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    prom = tmp_path / "textfile" / "provisiond.prom"
+    prom.parent.mkdir()
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root),
+                          metrics={"path": str(prom), "interval": 0.1})
+    conn = connect(slapd)
+    clock = FakeClock()
+    metrics = Metrics(load_config(config).metrics)
+    with running(config, metrics, clock) as engine:
+        wait_for(lambda: engine.first_sync.is_set(), what="first sync")
+        wait_for(prom.exists, what="metrics file")
+
+        def synced() -> dict[str, Any] | None:
+            families = parse(prom.read_text())
+            return families if value(families, "provisiond_ready") == 1 else None
+
+        before = wait_for(synced, what="metrics file after the first sync")
+        assert value(before, "provisiond_entries_processed_total", service="demo",
+                     outcome="success") == 0
+        assert value(before, "provisiond_connected", service="demo") == 1
+        assert value(before, "provisiond_ready") == 1
+        assert value(before, "provisiond_last_sync_timestamp_seconds", service="demo") > 0
+
+        one = add_item(conn, "one")
+        two = add_item(conn, "two")
+        bad = add_item(conn, "bad", description="tab\there")
+        later = (clock.now() + timedelta(days=2)).strftime("%Y%m%d")
+        add_item(conn, "later", execution_date=later)
+        wait_for(lambda: mode_of(conn, one) == "added" and mode_of(conn, two) == "added")
+        wait_for(lambda: read(conn, bad).get("provisiondReturnValue") == "2")
+        wait_for(lambda: engine.scheduler.pending() == 1)
+        wait_for(engine.idle)
+
+        def counted() -> dict[str, Any] | None:
+            families = parse(prom.read_text())
+            done = value(families, "provisiond_entries_processed_total", service="demo",
+                         outcome="success")
+            scheduled = value(families, "provisiond_entries_scheduled", service="demo",
+                              reason="date")
+            cookie = value(families, "provisiond_cookie_saved_timestamp_seconds",
+                           service="demo")
+            return families if done == 2 and scheduled == 1 and cookie > 0 else None
+
+        after = wait_for(counted, what="metrics file with the new counts")
+        assert value(after, "provisiond_entries_processed_total", service="demo",
+                     outcome="failure") == 1
+        step = {"service": "demo", "step": "write item file", "outcome": "success"}
+        assert value(after, "provisiond_step_duration_seconds_count", **step) == 2
+        assert value(after, "provisiond_step_duration_seconds_bucket", **step, le="+Inf") == 2
+        assert value(after, "provisiond_step_duration_seconds_count", service="demo",
+                     step="provision item", outcome="success") == 2
+        assert value(after, "provisiond_queue_depth") == 0
+        assert "1/1 services connected; 2 succeeded, 1 failed" in status_line(engine)
+    assert not list(prom.parent.glob(".*.tmp"))  # no temp file left for node_exporter
+
+
+def test_counters_survive_a_new_engine(slapd: Slapd, tmp_path: Path) -> None:
+    """A reload builds a new engine; the totals carry over instead of dropping to zero."""
+    root = tmp_path / "root"
+    root.mkdir()
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root))
+    conn = connect(slapd)
+    metrics = Metrics(MetricsSettings())
+    with running(config, metrics) as engine:
+        dn = add_item(conn, "first")
+        wait_for(lambda: mode_of(conn, dn) == "added")
+        wait_for(lambda: engine.counters.succeeded == 1)
+    with running(config, metrics) as engine:
+        dn = add_item(conn, "second")
+        wait_for(lambda: mode_of(conn, dn) == "added")
+        wait_for(lambda: engine.counters.succeeded == 1)  # counted just after the report
+        families = parse(metrics.render())
+    assert value(families, "provisiond_entries_processed_total", service="demo",
+                 outcome="success") == 2
