@@ -128,3 +128,24 @@ def test_sample_config_is_valid_yaml_documenting_every_section() -> None:
     data = yaml.safe_load(text)
     assert set(data) >= {"ldap", "sync", "logging", "hooks", "retry", "services"}
     assert "state_dir" in text and "workers" in text
+
+
+def test_a_derived_kind_refines_values_key_by_key() -> None:
+    from provisiond.config.load import refine
+
+    base = {"vars": {"a": 1, "b": 2}, "filter": "(x=1)",
+            "values": {"q": {"attribute": "sstQuota", "type": "bytes", "code": 6}}}
+    derived = {"vars": {"b": 3}, "filter": "(y=1)", "values": {"q": {"attribute": "pdQuota"}}}
+    assert refine(base, derived) == {
+        "vars": {"a": 1, "b": 3}, "filter": "(y=1)",
+        "values": {"q": {"attribute": "pdQuota", "type": "bytes", "code": 6}},
+    }
+
+
+def test_value_code_must_be_an_error_code(tmp_path: Path) -> None:
+    path = write(tmp_path, {"services": {"x": {
+        "base": "dc=x", "values": {"n": {"attribute": "cn", "type": "string", "code": 0}},
+        "steps": {"add": [{"name": "a", "code": 1, "hook": ["a"]}]}}}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == "services.x.values.n.code"
