@@ -99,9 +99,15 @@ class Aggregates:
 
     def entries(self, service: ServiceSpec) -> list[Member]:
         """The active entries, sorted by DN so the output is stable."""
+        # The overlays are read before the directory: a job that leaves the overlays has
+        # already reported, so the search that follows sees its outcome. The other order
+        # could miss an entry that finishes in between.
+        with self._lock:
+            overlays = dict(self._overlays.get(service.name, {}))
         found: dict[str, Member] = {}
         for entry in self.directory.search(service.base, service.aggregate_filter,
-                                           service.ldap_attributes(), service.scope):
+                                           service.ldap_attributes(), service.scope,
+                                           provider=True):
             try:
                 values = parse_entry(service.values, entry.attributes)
             except InvalidValue as exc:
@@ -109,8 +115,6 @@ class Aggregates:
                                msg=str(exc)))
                 continue
             found[entry.uuid] = Member(entry.dn, entry.uuid, values)
-        with self._lock:
-            overlays = dict(self._overlays.get(service.name, {}))
         for uuid, (dn, overlay) in overlays.items():
             if overlay is None:
                 found.pop(uuid, None)

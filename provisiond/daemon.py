@@ -109,12 +109,12 @@ class Runner:
         while True:
             engine = Engine(self.config, self.clock)
             self.engine = engine
+            self.metrics.attach(engine)  # before any work: every step is observed
             stop = threading.Event()
             engine.start_workers()
             engine.run_streams(stop)
             log.info(kv(event="started", services=",".join(engine.services) or "none",
                         mode=self.config.sync.mode, workers=self.config.workers))
-            self.metrics.attach(engine)
             self.metrics.configure(self.config.metrics)
             self.ready = False
             self.tick()

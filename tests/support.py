@@ -10,12 +10,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import ldap3
 import yaml
 
+from provisiond.clock import Clock
+from provisiond.config import load_config
+from provisiond.daemon import configure_logging
+from provisiond.engine import Engine
 from provisiond.testing.slapd import Slapd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,11 +77,13 @@ def add_item(conn: ldap3.Connection, name: str, *, mode: str = "add", size: str 
     return dn
 
 
-def request(conn: ldap3.Connection, dn: str, mode: str, **changes: str) -> None:
-    """What a portal does: ask for `mode` (state 0), optionally changing attributes."""
+def request(conn: ldap3.Connection, dn: str, mode: str, *, names: tuple[str, str] = (
+        "provisiondMode", "provisiondState"), **changes: str) -> None:
+    """What a portal does: ask for `mode` (state 0), optionally changing attributes.
+    `names` are the mode and state attributes (stoney's for backup accounts)."""
     modifications = {
-        "provisiondMode": [(ldap3.MODIFY_REPLACE, [mode])],
-        "provisiondState": [(ldap3.MODIFY_REPLACE, ["0"])],
+        names[0]: [(ldap3.MODIFY_REPLACE, [mode])],
+        names[1]: [(ldap3.MODIFY_REPLACE, ["0"])],
         **{k: [(ldap3.MODIFY_REPLACE, [v])] for k, v in changes.items()},
     }
     assert conn.modify(dn, modifications), conn.result
@@ -101,8 +108,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = ""
         time.sleep(0.02)
 
 
-def mode_of(conn: ldap3.Connection, dn: str) -> str | None:
-    return read(conn, dn).get("provisiondMode")
+def mode_of(conn: ldap3.Connection, dn: str, attribute: str = "provisiondMode") -> str | None:
+    return read(conn, dn).get(attribute)
+
+
+@contextmanager
+def running(config_path: Path, clock: Clock | None = None) -> Iterator[Engine]:
+    """The engine in-process against the configured directory, stopped on exit."""
+    config = load_config(config_path)
+    configure_logging(config, foreground=False)
+    engine = Engine(config, clock)
+    stop = threading.Event()
+    engine.start_workers()
+    engine.run_streams(stop)
+    try:
+        yield engine
+    finally:
+        stop.set()
+        engine.shutdown(grace=10)
 
 
 class SyslogCapture:

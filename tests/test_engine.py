@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +11,8 @@ from typing import Any
 import psutil
 import pytest
 
-from provisiond.clock import Clock, FakeClock
+from provisiond.clock import FakeClock
 from provisiond.config import load_config
-from provisiond.daemon import configure_logging
 from provisiond.engine import Engine
 from provisiond.testing.slapd import Slapd
 from tests.support import (
@@ -28,25 +24,11 @@ from tests.support import (
     mode_of,
     read,
     request,
+    running,
     runs,
     wait_for,
     write_config,
 )
-
-
-@contextmanager
-def running(config_path: Path, clock: Clock | None = None) -> Iterator[Engine]:
-    config = load_config(config_path)
-    configure_logging(config, foreground=False)
-    engine = Engine(config, clock)
-    stop = threading.Event()
-    engine.start_workers()
-    engine.run_streams(stop)
-    try:
-        yield engine
-    finally:
-        stop.set()
-        engine.shutdown(grace=10)
 
 
 @pytest.fixture

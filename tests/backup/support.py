@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +11,11 @@ from typing import Any
 import ldap3
 import pytest
 
-from provisiond.clock import Clock
-from provisiond.config import load_config
-from provisiond.daemon import configure_logging
-from provisiond.engine import Engine
 from provisiond.testing.slapd import PROJECT_SCHEMA_DIR, Slapd
-from tests.support import REPO, wait_for, write_config
+from tests import support as shared
+from tests.support import REPO, connect, read, running, wait_for, write_config
+
+__all__ = ["connect", "read", "running"]  # shared helpers the backup tests import from here
 
 SUFFIX = "dc=stoney-cloud,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -143,11 +139,6 @@ def config_for(directory: Path, slapd: Slapd, site: Site, **kwargs: Any) -> Path
     return write_config(directory, slapd, service(site, **kwargs))
 
 
-def connect(slapd: Slapd) -> ldap3.Connection:
-    return ldap3.Connection(ldap3.Server(slapd.uri), slapd.root_dn, slapd.root_password,
-                            auto_bind=True, raise_exceptions=False)
-
-
 def account_dn(uid: str) -> str:
     return f"uid={uid},{ACCOUNTS}"
 
@@ -183,24 +174,11 @@ def add_account(conn: ldap3.Connection, uid: str, *, dn: str | None = None,
 
 def request(conn: ldap3.Connection, dn: str, mode: str, **changes: str) -> None:
     """What the portal does: ask for `mode` (state 0), optionally changing attributes."""
-    modifications = {
-        MODE: [(ldap3.MODIFY_REPLACE, [mode])],
-        STATE: [(ldap3.MODIFY_REPLACE, ["0"])],
-        **{k: [(ldap3.MODIFY_REPLACE, [v])] for k, v in changes.items()},
-    }
-    assert conn.modify(dn, modifications), conn.result
-
-
-def read(conn: ldap3.Connection, dn: str) -> dict[str, str]:
-    conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["*", "entryUUID"])
-    if not conn.response or conn.result["result"] != 0:
-        return {}
-    raw = conn.response[0]["raw_attributes"]
-    return {k: v[0].decode() for k, v in raw.items() if v}
+    shared.request(conn, dn, mode, names=(MODE, STATE), **changes)
 
 
 def mode_of(conn: ldap3.Connection, dn: str) -> str | None:
-    return read(conn, dn).get(MODE)
+    return shared.mode_of(conn, dn, MODE)
 
 
 def wait_mode(conn: ldap3.Connection, dn: str, mode: str, timeout: float = 30) -> dict[str, str]:
@@ -212,22 +190,6 @@ def wait_failed(conn: ldap3.Connection, dn: str, timeout: float = 30) -> dict[st
     wait_for(lambda: read(conn, dn).get(RETURN) not in (None, "0"), timeout=timeout,
              what=f"{dn} failed")
     return read(conn, dn)
-
-
-@contextmanager
-def running(config_path: Path, clock: Clock | None = None) -> Iterator[Engine]:
-    """The engine in-process, as tests/test_engine.py runs it."""
-    config = load_config(config_path)
-    configure_logging(config, foreground=False)
-    engine = Engine(config, clock)
-    stop = threading.Event()
-    engine.start_workers()
-    engine.run_streams(stop)
-    try:
-        yield engine
-    finally:
-        stop.set()
-        engine.shutdown(grace=10)
 
 
 def mode_bits(path: Path) -> int:

@@ -86,7 +86,7 @@ def test_ready_status_watchdog_reloading_stopping(notify_socket: tuple[str, Noti
     assert notifier.reloading()
     assert listener.receive() == {"RELOADING": "1", "STATUS": "reloading the configuration"}
     assert notifier.stopping()
-    assert listener.receive()["STOPPING"] == "1"
+    assert listener.wait_for("STOPPING")["STOPPING"] == "1"
 
 
 def test_abstract_namespace_socket() -> None:

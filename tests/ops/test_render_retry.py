@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import ldap3
 import pytest
@@ -147,8 +147,8 @@ def test_retry_is_one_atomic_modify(site: Site, monkeypatch: pytest.MonkeyPatch)
     assert Engine(config).once() == 1
     real_find = operate_retry.find_entry
 
-    def find_then_change(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        found = real_find(*args, **kwargs)  # type: ignore[arg-type]
+    def find_then_change(*args: Any, **kwargs: Any) -> Any:
+        found = real_find(*args, **kwargs)
         site.conn.modify(dn, {"provisiondReturnValue": [(ldap3.MODIFY_REPLACE, ["9"])]})
         return found
 
@@ -162,4 +162,3 @@ def test_retry_is_one_atomic_modify(site: Site, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(operate_retry, "find_entry", real_find)
     done = operate_retry.retry(config, dn)
     assert done["from"]["return_value"] == "9" and done["to"]["mode"] == "add"
-    assert os.path.exists(site.config)
