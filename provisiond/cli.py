@@ -37,6 +37,8 @@ def build_parser(modules: Sequence[ModuleType]) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in modules:
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        # also after the command (`provisiond check --config X`), as admins tend to write it
+        sub.add_argument("--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         module.add_arguments(sub)
         sub.set_defaults(module=module)
     return parser

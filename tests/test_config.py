@@ -106,8 +106,9 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
 
 def test_cli_exits_78_with_file_key_reason(tmp_path: Path) -> None:
     path = write(tmp_path, {"sync": {"interval": -1}})
-    for command in ("run", "once", "check"):
-        result = run_cli("--config", str(path), command)
+    for argv in (("--config", str(path), "run"), ("--config", str(path), "once"),
+                 ("check", "--config", str(path))):
+        result = run_cli(*argv)
         assert result.returncode == 78, result.stderr
         assert f"{path}: sync.interval: must be at least" in result.stderr
 

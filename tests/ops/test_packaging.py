@@ -1,5 +1,5 @@
 """The Debian packaging and the shipped files agree with the code (the build itself is
-exercised by scripts/ci-deb)."""
+exercised by scripts/dev/ci-deb)."""
 
 from __future__ import annotations
 
