@@ -148,7 +148,9 @@ class Engine:
 
     def handle_change(self, rt: ServiceRuntime, change: Change) -> None:
         if not change.present:
-            self.scheduler.cancel((rt.spec.name, change.uuid))
+            # Only a wait for an execution date ends here: our own claim also takes an entry
+            # out of the stream's result set, and its retries must survive that.
+            self.scheduler.cancel(("date", rt.spec.name, change.uuid))
             rt.watermark.handled(change.seq)
             return
         entry = Entry(dn=change.dn or "", uuid=change.uuid, attributes=change.attributes)
@@ -159,7 +161,7 @@ class Engine:
         state = lifecycle.read_state(rt.spec.attributes, entry.attributes)
         decision = lifecycle.decide(state, self.clock.now())
         if decision.action is lifecycle.Action.WAIT and decision.due is not None:
-            self.scheduler.add((rt.spec.name, entry.uuid), decision.due,
+            self.scheduler.add(("date", rt.spec.name, entry.uuid), decision.due,
                                Work(rt.spec.name, entry.uuid, entry.dn))
             log.info(kv(event="scheduled", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
                         mode=decision.request, due=decision.due.strftime("%Y-%m-%d")))
@@ -386,7 +388,8 @@ class Engine:
                      progress=work.progress)
         with self._lock:
             self._retrying.add(work.uuid)
-        self.scheduler.add((rt.spec.name, work.uuid), self.clock.now() + timedelta(seconds=delay),
+        self.scheduler.add(("retry", rt.spec.name, work.uuid),
+                           self.clock.now() + timedelta(seconds=delay),
                            again)
         self.counters.retried += 1
         log.warning(kv(event="retry", service=rt.spec.name, dn=work.dn, uuid=work.uuid,

@@ -310,3 +310,46 @@ def test_state_timestamp_is_utc(slapd: Slapd, tmp_path: Path, root: Path) -> Non
         wait_for(lambda: mode_of(conn, dn) == "added")
     stamp = datetime.strptime(read(conn, dn)["provisiondState"], "%Y%m%dT%H%M%SZ")
     assert abs((stamp.replace(tzinfo=UTC) - before).total_seconds()) < 60
+
+
+def test_an_idle_stream_stays_connected_longer_than_the_timeout(
+    slapd: Slapd, tmp_path: Path, root: Path
+) -> None:
+    """ldap3 left connect_timeout on the stream's socket, so an idle stream died after it."""
+    import time
+
+    conn = connect(slapd)
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root), ldap={"timeout": 1})
+    with running(config) as engine:
+        runtime = engine.services["demo"]
+        wait_for(lambda: runtime.connected, what="stream connected")
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            assert runtime.connected, "the idle stream was dropped"
+            time.sleep(0.1)
+        dn = add_item(conn, "after-idle")
+        wait_for(lambda: mode_of(conn, dn) == "added", timeout=5)
+
+
+def test_a_retry_survives_the_entry_leaving_the_stream(
+    slapd: Slapd, tmp_path: Path, root: Path
+) -> None:
+    """Our own claim takes the entry out of the sync filter (a present phase reports it gone);
+    that must cancel a wait for an execution date, never a pending retry."""
+    from types import MappingProxyType
+
+    from provisiond.directory.stream import Change
+
+    hooks = tmp_path / "hooks"
+    _hook(hooks, "busy", 'n=$(cat "$2/count" 2>/dev/null || echo 0); n=$((n+1))\n'
+                         'echo $n > "$2/count"; [ $n -ge 2 ] || exit 75\n')
+    conn = connect(slapd)
+    config = write_config(tmp_path / "cfg", slapd, hook_service(root, "busy"),
+                          hooks={"path": [str(hooks)]}, retry={"initial": 1})
+    with running(config) as engine:
+        dn = add_item(conn, "left")
+        wait_for(lambda: engine.counters.retried == 1, what="a retry scheduled")
+        uuid = read(conn, dn)["entryUUID"]
+        runtime = engine.services["custom"]
+        engine.handle_change(runtime, Change(10**6, uuid, None, False, MappingProxyType({})))
+        wait_for(lambda: mode_of(conn, dn) == "added", timeout=10, what="retried and added")

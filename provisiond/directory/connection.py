@@ -17,6 +17,10 @@ from dataclasses import dataclass
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+# ldap3 keeps connect_timeout as the socket timeout when receive_timeout is None, which made
+# an idle persistent search die after `timeout` seconds. A stream waits for as long as there
+# is nothing to say; a dead peer is found by TCP keepalive instead.
+STREAM_RECEIVE_TIMEOUT = 7 * 24 * 3600
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
@@ -73,7 +77,8 @@ class ConnectionFactory:
             password=password,
             client_strategy=ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
             # ldap3 packs this into a struct timeval: it must be a whole number
-            receive_timeout=None if stream else max(1, math.ceil(self.settings.timeout)),
+            receive_timeout=STREAM_RECEIVE_TIMEOUT if stream
+            else max(1, math.ceil(self.settings.timeout)),
             raise_exceptions=False,
             auto_referrals=False,
             read_only=False,
