@@ -375,7 +375,7 @@ def machine() -> str:
 
 
 def report(plan: Plan, quick: bool, latencies: list[Latency], tp: Throughput,
-           bound: Bound, runtime: float) -> None:
+           bound: Bound, runtime: float, load_before: float) -> None:
     def ms(value: float) -> str:
         return f"{value * 1000:8.1f}"
 
@@ -433,7 +433,8 @@ def report(plan: Plan, quick: bool, latencies: list[Latency], tp: Throughput,
                f"{tp.idle_cpu_psutil_pct:.2f} % (10 ms ticks); slapd {tp.idle_slapd_pct:.2f} %")
     out.append(f"    stream reconnects in the window: {tp.idle_reconnects}")
     out.append("")
-    out.append(f"total runtime {runtime:.1f} s")
+    out.append(f"total runtime {runtime:.1f} s; 1-minute load average {load_before:.2f} before, "
+               f"{os.getloadavg()[0]:.2f} after (well above 1 on 2 CPUs: other work competed)")
     out.append("")
     metrics = []
     for lat in latencies:
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
 
-    began = time.monotonic()
+    began, load_before = time.monotonic(), os.getloadavg()[0]
     cleanup = Cleanup()
     cleanup.install()
     workdir = Path(tempfile.mkdtemp(prefix="pvb-", dir="/tmp"))  # short: ldapi path limit
@@ -473,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies = [bench.latency("persist"), bench.latency("poll")]
         tp = bench.throughput()
         bound = bench.bound()
-        report(plan, args.quick, latencies, tp, bound, time.monotonic() - began)
+        report(plan, args.quick, latencies, tp, bound, time.monotonic() - began, load_before)
         return 0
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)

@@ -63,17 +63,17 @@ def test_unit_is_notify_with_reload_restart_and_watchdog() -> None:
 
 
 def test_every_hardening_setting_is_documented() -> None:
-    docs = (REPO / "docs" / "operations.md").read_text()
+    docs = (REPO / "README.md").read_text()
     hardening = [key for key in unit()["Service"] if key.startswith(
         ("Protect", "Private", "Restrict", "NoNew", "Lock", "SystemCall", "Capability",
          "UMask", "StateDirectory"))]
     assert len(hardening) >= 10
     for key in hardening:
-        assert f"`{key}=" in docs, f"{key} is not explained in docs/operations.md"
+        assert f"`{key}=" in docs, f"{key} is not explained in the README"
     unit_text = (DEBIAN / "provisiond.service").read_text()
     shown = docs.split("```ini\n", 1)[1].split("```", 1)[0]
     assert [line for line in unit_text.splitlines() if line and not line.startswith("#")] == \
-        [line for line in shown.splitlines() if line], "docs/operations.md shows an old unit"
+        [line for line in shown.splitlines() if line], "the README shows an old unit"
 
 
 def test_control_and_changelog() -> None:
