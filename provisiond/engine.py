@@ -129,7 +129,7 @@ class Engine:
         self.factory = ConnectionFactory(config.ldap)
         self.directory = Directory(self.factory)
         self.env: jinja2.Environment = make_environment(config.templates)
-        self.aggregates = Aggregates(self.directory)
+        self.aggregates = Aggregates(self.factory)
         self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
         self.scheduler = Scheduler(self.clock, self._due)
         self.counters = Counters()

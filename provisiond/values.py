@@ -88,9 +88,11 @@ def _show(raw: str) -> str:
     return f"'{shown}'"
 
 
-def _require(ok: object, message: str) -> None:
+def _require(ok: object, message: str | Callable[[], str]) -> None:
+    """Raise ValueError(message) unless `ok`; a callable message is only built on failure
+    (the messages quote the value, which costs more than the check itself)."""
     if not ok:
-        raise ValueError(message)
+        raise ValueError(message() if callable(message) else message)
 
 
 def _at(key: str, convert: Callable[..., Any], *args: Any) -> Any:
@@ -108,23 +110,23 @@ def _check_text(raw: object, limit: int) -> str:
     if not isinstance(raw, str):
         raise ValueError(f"not text but {type(raw).__name__}")
     _require(raw, "empty value")
-    _require(len(raw) <= limit, f"longer than {limit} characters: {_show(raw)}")
+    _require(len(raw) <= limit, lambda: f"longer than {limit} characters: {_show(raw)}")
     bad = [c for c in raw if unicodedata.category(c) in _CONTROL]
-    _require(not bad, f"control character {''.join(bad[:1])!r} in {_show(raw)}")
-    _require(raw == raw.strip(), f"leading or trailing whitespace in {_show(raw)}")
+    _require(not bad, lambda: f"control character {''.join(bad[:1])!r} in {_show(raw)}")
+    _require(raw == raw.strip(), lambda: f"leading or trailing whitespace in {_show(raw)}")
     return raw
 
 
 def _check_charset(raw: str, charset: str) -> None:
     if charset == "printable":
-        _require(raw.isprintable(), f"non-printable character in {_show(raw)}")
+        _require(raw.isprintable(), lambda: f"non-printable character in {_show(raw)}")
     elif charset == "word":
-        _require(re.fullmatch(r"\w+", raw, re.ASCII), f"only [A-Za-z0-9_] allowed: {_show(raw)}")
+        _require(re.fullmatch(r"\w+", raw, re.ASCII), lambda: f"only [A-Za-z0-9_] allowed: {_show(raw)}")
     else:
         bad = [c for c in raw if not _SAFE_RE.fullmatch(c)]
-        _require(not bad, f"character {''.join(bad[:1])!r} not allowed: {_show(raw)}")
-        _require(not raw.startswith("-"), f"leading '-' not allowed: {_show(raw)}")
-        _require(".." not in raw.split("/"), f"'..' component not allowed: {_show(raw)}")
+        _require(not bad, lambda: f"character {''.join(bad[:1])!r} not allowed: {_show(raw)}")
+        _require(not raw.startswith("-"), lambda: f"leading '-' not allowed: {_show(raw)}")
+        _require(".." not in raw.split("/"), lambda: f"'..' component not allowed: {_show(raw)}")
 
 
 # Option converters raise ValueError (or SpecError with a sub-key); metadata holds the docs.
@@ -135,17 +137,17 @@ def _opt(doc: str, convert: Callable[[Any], Any], default: Any = None) -> Any:
 
 
 def _int_opt(value: Any) -> int:
-    _require(isinstance(value, int) and not isinstance(value, bool), f"not an integer: {value!r}")
+    _require(isinstance(value, int) and not isinstance(value, bool), lambda: f"not an integer: {value!r}")
     return int(value)
 
 
 def _length_opt(value: Any) -> int:
-    _require(0 <= _int_opt(value) <= 65536, f"must be from 0 to 65536, not {value!r}")
+    _require(0 <= _int_opt(value) <= 65536, lambda: f"must be from 0 to 65536, not {value!r}")
     return int(value)
 
 
 def _bool_opt(value: Any) -> bool:
-    _require(isinstance(value, bool), f"must be true or false, not {value!r}")
+    _require(isinstance(value, bool), lambda: f"must be true or false, not {value!r}")
     return bool(value)
 
 
@@ -154,7 +156,7 @@ def _size_opt(value: Any) -> int:
 
 
 def _regex_opt(value: Any) -> re.Pattern[str]:
-    _require(isinstance(value, str), f"must be a regular expression string, not {value!r}")
+    _require(isinstance(value, str), lambda: f"must be a regular expression string, not {value!r}")
     try:
         return re.compile(value)
     except re.error as exc:
@@ -163,7 +165,7 @@ def _regex_opt(value: Any) -> re.Pattern[str]:
 
 def _one_of(*choices: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
-        _require(value in choices, f"must be one of {', '.join(choices)}, not {value!r}")
+        _require(value in choices, lambda: f"must be one of {', '.join(choices)}, not {value!r}")
         return str(value)
 
     return convert
@@ -171,7 +173,7 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
 
 def _list_opt(item: Callable[[Any], str]) -> Callable[[Any], tuple[str, ...]]:
     def convert(value: Any) -> tuple[str, ...]:
-        _require(isinstance(value, list | tuple), f"must be a list, not {value!r}")
+        _require(isinstance(value, list | tuple), lambda: f"must be a list, not {value!r}")
         return tuple(_at(str(index), item, element) for index, element in enumerate(value))
 
     return convert
@@ -211,7 +213,7 @@ class _PatternType(ValueType):
 
     def parse(self, raw: str) -> Any:
         raw = _check_text(raw, self.limit)
-        _require(re.fullmatch(self.regex, raw), f"not {self.what}: {_show(raw)}")
+        _require(re.fullmatch(self.regex, raw), lambda: f"not {self.what}: {_show(raw)}")
         return raw
 
 
@@ -234,17 +236,18 @@ class StringType(ValueType):
 
     def parse(self, raw: str) -> str:
         raw = _check_text(raw, self.max_length)
-        _require(len(raw) >= self.min_length, f"shorter than {self.min_length}: {_show(raw)}")
+        _require(len(raw) >= self.min_length, lambda: f"shorter than {self.min_length}: {_show(raw)}")
         _check_charset(raw, self.charset)
         if self.pattern is not None:
-            shown = f"does not match {self.pattern.pattern!r}: {_show(raw)}"
-            _require(self.pattern.fullmatch(raw), shown)
+            pattern = self.pattern.pattern
+            _require(self.pattern.fullmatch(raw),
+                     lambda: f"does not match {pattern!r}: {_show(raw)}")
         return raw
 
 
 def _bounded(value: int, low: int | None, high: int | None, show: Callable[[int], str]) -> int:
-    _require(low is None or value >= low, f"{show(value)} is below the minimum {show(low or 0)}")
-    _require(high is None or value <= high, f"{show(value)} is above the maximum {show(high or 0)}")
+    _require(low is None or value >= low, lambda: f"{show(value)} is below the minimum {show(low or 0)}")
+    _require(high is None or value <= high, lambda: f"{show(value)} is above the maximum {show(high or 0)}")
     return value
 
 
@@ -268,7 +271,7 @@ class IntegerType(ValueType):
 
     def parse(self, raw: str) -> int:
         raw = _check_text(raw, 20)
-        _require(re.fullmatch(r"-?[0-9]{1,19}", raw), f"not an integer: {_show(raw)}")
+        _require(re.fullmatch(r"-?[0-9]{1,19}", raw), lambda: f"not an integer: {_show(raw)}")
         return _bounded(int(raw), self.min, self.max, str)
 
 
@@ -282,7 +285,7 @@ def _parse_size(raw: str) -> int:
                          " optional unit K, M, G, T or P, e.g. 1024, 512M, 10GiB)")
     unit = match.group(2)
     value = int(match.group(1)) * 1024 ** (_UNITS.index(unit.upper()) + 1 if unit else 0)
-    _require(value < 2**63, f"size too large: {_show(raw)}")
+    _require(value < 2**63, lambda: f"size too large: {_show(raw)}")
     return value
 
 
@@ -319,7 +322,7 @@ class BooleanType(ValueType):
     def parse(self, raw: str) -> bool:
         raw = _check_text(raw, 5)
         valid = raw.isascii() and raw.upper() in ("TRUE", "FALSE")
-        _require(valid, f"not TRUE or FALSE: {_show(raw)}")
+        _require(valid, lambda: f"not TRUE or FALSE: {_show(raw)}")
         return raw.upper() == "TRUE"
 
 
@@ -335,7 +338,7 @@ class PosixNameType(_PatternType):
     def parse(self, raw: str) -> str:
         first = "[a-z0-9_]" if self.allow_digits_first else "[a-z_]"
         raw = _check_text(raw, 32)
-        _require(re.fullmatch(first + "[a-z0-9_-]{0,31}", raw), f"not {self.what}: {_show(raw)}")
+        _require(re.fullmatch(first + "[a-z0-9_-]{0,31}", raw), lambda: f"not {self.what}: {_show(raw)}")
         return raw
 
 
@@ -364,12 +367,12 @@ class PathType(ValueType):
 
     def parse(self, raw: str) -> str:
         raw = _check_text(raw, 4095)
-        _require(raw.startswith("/"), f"not an absolute path: {_show(raw)}")
+        _require(raw.startswith("/"), lambda: f"not an absolute path: {_show(raw)}")
         for part in raw[1:].split("/") if raw != "/" else ():
-            _require(part not in ("", ".", ".."), f"not normalized (//, . or ..): {_show(raw)}")
-            _require(re.fullmatch(r"[A-Za-z0-9._-]{1,255}", part), f"bad component in {_show(raw)}")
+            _require(part not in ("", ".", ".."), lambda: f"not normalized (//, . or ..): {_show(raw)}")
+            _require(re.fullmatch(r"[A-Za-z0-9._-]{1,255}", part), lambda: f"bad component in {_show(raw)}")
         inside = [r for r in self.under if raw != r and raw.startswith(r.rstrip("/") + "/")]
-        _require(inside or not self.under, f"not inside {', '.join(self.under)}: {_show(raw)}")
+        _require(inside or not self.under, lambda: f"not inside {', '.join(self.under)}: {_show(raw)}")
         return raw
 
 
@@ -392,8 +395,8 @@ class HostnameType(ValueType):
         labels = raw.split(".")
         label = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
         what = "a host name or IP address" if self.allow_ip else "a host name"
-        _require(all(re.fullmatch(label, part) for part in labels), f"not {what}: {_show(raw)}")
-        _require(not labels[-1].isdigit(), f"not {what}: {_show(raw)}")
+        _require(all(re.fullmatch(label, part) for part in labels), lambda: f"not {what}: {_show(raw)}")
+        _require(not labels[-1].isdigit(), lambda: f"not {what}: {_show(raw)}")
         return raw
 
 
@@ -446,7 +449,7 @@ class DnType(ValueType):
         if self.under is not None:
             base = _rdns(self.under)
             below = len(rdns) >= len(base) and rdns[len(rdns) - len(base):] == base
-            _require(below, f"not at or below {self.under}: {_show(raw)}")
+            _require(below, lambda: f"not at or below {self.under}: {_show(raw)}")
         return raw
 
 
@@ -472,7 +475,7 @@ class EnumType(ValueType):
     def parse(self, raw: str) -> str:
         raw = _check_text(raw, 255)
         match = [choice for choice in self.choices if self._fold(choice) == self._fold(raw)]
-        _require(match, f"not one of {', '.join(self.choices)}: {_show(raw)}")
+        _require(match, lambda: f"not one of {', '.join(self.choices)}: {_show(raw)}")
         return match[0]
 
 
@@ -562,7 +565,7 @@ class ValueSpec:
 def _attribute_opt(value: Any) -> str:
     _require(value is not None, "missing")
     valid = isinstance(value, str) and ATTRIBUTE_RE.fullmatch(value)
-    _require(valid, f"not an LDAP attribute name: {value!r}")
+    _require(valid, lambda: f"not an LDAP attribute name: {value!r}")
     return str(value)
 
 
@@ -572,7 +575,7 @@ def _parse_default(value_type: ValueType, value: Any, multi: bool) -> Any:
         _require(isinstance(value, list), "must be a list when multi is true")
         return [_at(str(i), _parse_default, value_type, v, False) for i, v in enumerate(value)]
     valid = isinstance(value, str | int | datetime.date)
-    _require(valid, f"must be text, a number or a boolean, not {value!r}")
+    _require(valid, lambda: f"must be text, a number or a boolean, not {value!r}")
     return value_type.parse(as_text(value))
 
 
