@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import logging.handlers
+import re
 import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,8 +63,12 @@ def _is_control(char: str) -> bool:
     return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
 
 
+# One regex scan instead of a Python call per character: kv() runs for every log line.
+_QUOTE_NEEDED = re.compile('[ "\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
 def _needs_quotes(text: str) -> bool:
-    return text == "" or any(c == " " or c == '"' or _is_control(c) for c in text)
+    return text == "" or _QUOTE_NEEDED.search(text) is not None
 
 
 def _escape(char: str) -> str:

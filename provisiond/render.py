@@ -9,6 +9,7 @@ compute (sizes, shards, stagger offsets), they never sanitise.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,24 @@ def check_template(env: jinja2.Environment, name: str) -> None:
     env.get_template(name)
 
 
+_INLINE: weakref.WeakKeyDictionary[jinja2.Environment, dict[str, jinja2.Template]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled(env: jinja2.Environment, source: str) -> jinja2.Template:
+    """Inline templates (paths, argv items) are few and fixed: compile each once per
+    environment instead of once per entry and step."""
+    cache = _INLINE.setdefault(env, {})
+    template = cache.get(source)
+    if template is None:
+        template = cache[source] = env.from_string(source)
+    return template
+
+
 def render_string(env: jinja2.Environment, source: str, context: Mapping[str, Any]) -> str:
     try:
-        return env.from_string(source).render(context)
+        return _compiled(env, source).render(context)
     except jinja2.TemplateError as exc:
         raise RenderError(f"{source!r}: {exc}") from exc
 
