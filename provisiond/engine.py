@@ -9,7 +9,7 @@ Guarantees, and where they come from:
 - exactly once across daemons: the claim is a compare-and-swap on the mode (lifecycle);
 - nothing stranded: the journal names this daemon's claims; `recover` resumes them;
 - nothing lost: a cookie is stored only after all it covers is handled (watermark), and
-  future-dated entries, which a cookie moves past, are found again by `scan` on every start.
+  future-dated entries, which a cookie moves past, are found again by `recover` on every (re)connect.
 """
 
 from __future__ import annotations
@@ -18,108 +18,31 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
 
 import jinja2
 
 from provisiond import lifecycle
 from provisiond.aggregate import Aggregates
 from provisiond.clock import Clock
-from provisiond.config.model import Config, ServiceSpec
+from provisiond.config.model import Config
 from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
-from provisiond.directory.cookie import CookieStore
-from provisiond.directory.stream import Change, ChangeStream
-from provisiond.journal import Claim, Journal
+from provisiond.directory.stream import Change
+from provisiond.journal import Claim
 from provisiond.logs import kv
-from provisiond.pipeline import Job, Outcome, Pipeline, StepFailed
+from provisiond.pipeline import Job, Pipeline, StepFailed
 from provisiond.render import make_environment
+from provisiond.runtime import Counters, ServiceRuntime, Work
 from provisiond.scheduler import Scheduler
 from provisiond.values import InvalidValue, has_control_characters, parse_entry
-from provisiond.watermark import Watermark
 
 log = logging.getLogger("provisiond.engine")
 
 LOST_RACE = {16, 32, 122}  # noSuchAttribute, noSuchObject, assertionFailed
 COOKIE_SAVE_INTERVAL = 1.0
 
-
-@dataclass(frozen=True)
-class Work:
-    service: str
-    uuid: str
-    dn: str
-    kind: Literal["request", "resume"] = "request"
-    attempt: int = 0
-    seqs: tuple[int, ...] = ()
-    progress: Outcome | None = field(default=None, compare=False)  # kept across retries
-
-
-@dataclass
-class Counters:
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    lost_races: int = 0
-    by_outcome: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def count(self, service: str, outcome: str) -> None:
-        key = (service, outcome)
-        self.by_outcome[key] = self.by_outcome.get(key, 0) + 1
-
-
-class ServiceRuntime:
-    """Per-service state: the stream feeding it, its cookie, its journal."""
-
-    def __init__(self, engine: Engine, spec: ServiceSpec) -> None:
-        self.engine = engine
-        self.spec = spec
-        self.cookies = CookieStore(engine.config.state_dir, spec.name)
-        self.journal = Journal(engine.config.state_dir, spec.name)
-        self.watermark = Watermark()
-        self.saved_cookie = self.cookies.load()
-        self.stream = ChangeStream(
-            engine.factory,
-            base=spec.base,
-            filter=spec.sync_filter,
-            attributes=spec.ldap_attributes(),
-            mode=engine.config.sync.mode,
-            interval=engine.config.sync.interval,
-            cookie=self.saved_cookie,
-            listener=self,
-        )
-        self.connected = False
-        self.last_sync: float | None = None
-
-    # StreamListener: called on the stream's thread; must be quick.
-    def on_change(self, change: Change) -> None:
-        self.watermark.delivered(change.seq)
-        self.engine.handle_change(self, change)
-
-    def on_cookie(self, cookie: str, covers: int) -> None:
-        self.watermark.cookie(cookie, covers)
-
-    def on_refresh_done(self) -> None:
-        self.last_sync = time.time()
-        self.engine.refresh_done(self)
-
-    def on_connection(self, up: bool, reason: str) -> None:
-        self.connected = up
-        log.log(logging.INFO if up else logging.WARNING,
-                kv(event="connected" if up else "disconnected", service=self.spec.name,
-                   reason=reason))
-        if up:
-            threading.Thread(target=self.engine.recover, args=(self,), daemon=True,
-                             name=f"recover-{self.spec.name}").start()
-
-    def save_cookie(self) -> None:
-        cookie = self.watermark.safe_cookie()
-        if cookie and cookie != self.saved_cookie:
-            self.cookies.save(cookie)
-            self.saved_cookie = cookie
 
 
 class Engine:

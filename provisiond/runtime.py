@@ -1,0 +1,103 @@
+"""Per-service runtime state and the units of work the engine's workers take.
+
+`ServiceRuntime` is the change stream's listener for one service and owns what survives
+between changes: the cookie store and its watermark, the journal of claims. `Work` is one
+entry to look at (a request, or a resume of our own claim), immutable so it can wait in a
+queue or the scheduler without anyone changing it underneath.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from provisiond.config.model import ServiceSpec
+from provisiond.directory.cookie import CookieStore
+from provisiond.directory.stream import Change, ChangeStream
+from provisiond.journal import Journal
+from provisiond.logs import kv
+from provisiond.pipeline import Outcome
+from provisiond.watermark import Watermark
+
+if TYPE_CHECKING:
+    from provisiond.engine import Engine
+
+log = logging.getLogger("provisiond.engine")
+
+
+@dataclass(frozen=True)
+class Work:
+    service: str
+    uuid: str
+    dn: str
+    kind: Literal["request", "resume"] = "request"
+    attempt: int = 0
+    seqs: tuple[int, ...] = ()
+    progress: Outcome | None = field(default=None, compare=False)  # kept across retries
+
+
+@dataclass
+class Counters:
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost_races: int = 0
+    by_outcome: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def count(self, service: str, outcome: str) -> None:
+        key = (service, outcome)
+        self.by_outcome[key] = self.by_outcome.get(key, 0) + 1
+
+
+class ServiceRuntime:
+    """Per-service state: the stream feeding it, its cookie, its journal."""
+
+    def __init__(self, engine: Engine, spec: ServiceSpec) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.cookies = CookieStore(engine.config.state_dir, spec.name)
+        self.journal = Journal(engine.config.state_dir, spec.name)
+        self.watermark = Watermark()
+        self.saved_cookie = self.cookies.load()
+        self.stream = ChangeStream(
+            engine.factory,
+            base=spec.base,
+            filter=spec.sync_filter,
+            attributes=spec.ldap_attributes(),
+            mode=engine.config.sync.mode,
+            interval=engine.config.sync.interval,
+            cookie=self.saved_cookie,
+            listener=self,
+        )
+        self.connected = False
+        self.last_sync: float | None = None
+
+    # StreamListener: called on the stream's thread; must be quick.
+    def on_change(self, change: Change) -> None:
+        self.watermark.delivered(change.seq)
+        self.engine.handle_change(self, change)
+
+    def on_cookie(self, cookie: str, covers: int) -> None:
+        self.watermark.cookie(cookie, covers)
+
+    def on_refresh_done(self) -> None:
+        self.last_sync = time.time()
+        self.engine.refresh_done(self)
+
+    def on_connection(self, up: bool, reason: str) -> None:
+        self.connected = up
+        log.log(logging.INFO if up else logging.WARNING,
+                kv(event="connected" if up else "disconnected", service=self.spec.name,
+                   reason=reason))
+        if up:
+            threading.Thread(target=self.engine.recover, args=(self,), daemon=True,
+                             name=f"recover-{self.spec.name}").start()
+
+    def save_cookie(self) -> None:
+        cookie = self.watermark.safe_cookie()
+        if cookie and cookie != self.saved_cookie:
+            self.cookies.save(cookie)
+            self.saved_cookie = cookie
