@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import parse_dn
 
 from provisiond.config.model import Config, ServiceSpec
-from provisiond.directory.access import SCOPES, Entry
+from provisiond.directory.access import SCOPES, Entry, entry_from_response
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 
 # sysexits(3)
@@ -42,20 +41,6 @@ class OperateError(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _entry(response: dict[str, Any]) -> Entry | None:
-    if response.get("type") != "searchResEntry":
-        return None
-    raw = response.get("raw_attributes") or {}
-    attributes = {
-        str(name).lower(): tuple(
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
-        )
-        for name, values in raw.items()
-    }
-    uuid = (attributes.get("entryuuid") or ("",))[0].lower()
-    return Entry(dn=str(response.get("dn", "")), uuid=uuid, attributes=attributes)
 
 
 class Reader:
@@ -100,7 +85,7 @@ class Reader:
                     f"search under {base} failed: {result.get('description')} "
                     f"({result.get('message') or code})")
             for response in self.connection.response or []:
-                entry = _entry(response)
+                entry = entry_from_response(response)
                 if entry is not None:
                     yield entry
             control = (result.get("controls") or {}).get(PAGED_RESULTS_OID) or {}

