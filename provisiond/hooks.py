@@ -310,23 +310,25 @@ class _Run:
         return True
 
     def kill_tree(self, kill_grace: float) -> None:
-        """SIGTERM everything that belongs to the hook, SIGKILL what survives `kill_grace`."""
-        self.tree.track()
-        targets = self.tree.everyone(self.inodes)
-        self.tree.signal(signal.SIGTERM, targets)
+        """SIGTERM everything that belongs to the hook, SIGKILL what survives `kill_grace`.
 
+        "Everything" is re-scanned for each signal and while waiting: a process the hook
+        started just before the first scan (say a `setsid` grandchild) shows up later, in
+        the group, among the tracked descendants or as a holder of the output pipe."""
         checked = [0.0]
 
         def gone() -> bool:  # scans /proc, so at most every _POLL seconds
             if time.monotonic() - checked[0] < _POLL:
                 return False
             checked[0] = time.monotonic()
-            return self.exited() and not any(map(_alive, targets)) and not self.tree.group()
+            return self.exited() and not self.tree.everyone(self.inodes)
 
-        if not self.pump(time.monotonic() + kill_grace, gone, track=True):
-            targets = [*targets, *self.tree.everyone(self.inodes)]
-            self.tree.signal(signal.SIGKILL, targets)
-            self.pump(time.monotonic() + DRAIN_LIMIT, gone)
+        for signum, wait in ((signal.SIGTERM, kill_grace), (signal.SIGKILL, DRAIN_LIMIT)):
+            self.tree.track()
+            self.tree.signal(signum, self.tree.everyone(self.inodes))
+            if self.pump(time.monotonic() + wait, gone, track=True):
+                return
+        self.tree.signal(signal.SIGKILL, self.tree.everyone(self.inodes))  # late arrivals
 
     def kill_strays(self, strays: list[psutil.Process], kill_grace: float) -> None:
         """SIGTERM (then SIGKILL) processes that kept the output pipe open; not the group."""
