@@ -102,10 +102,12 @@ class Mirror:
         try:
             values = parse_entry(self.service.values, change.attributes)
         except InvalidValue as exc:
-            # Left out of aggregate files (one tenant's bad value must not block the others).
-            log.warning(kv(event="aggregate-skip", service=self.service.name, dn=change.dn,
-                           msg=str(exc)))
-            self.members.pop(change.uuid, None)
+            # One tenant's bad value must not block the others' files, nor take the tenant
+            # out of them (a rejected modify must not stop its backups): the last valid
+            # values stay while this process knows them; otherwise the entry is left out.
+            kept = change.uuid in self.members
+            log.warning(kv(event="aggregate-keeps-previous" if kept else "aggregate-skip",
+                           service=self.service.name, dn=change.dn, msg=str(exc)))
             return
         self.members[change.uuid] = Member(change.dn or "", change.uuid, values)
 

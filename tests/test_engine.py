@@ -60,6 +60,10 @@ def test_add_modify_delete(slapd: Slapd, tmp_path: Path, root: Path) -> None:
         assert "size\t20971520\n" in (root / "items" / "alpha.conf").read_text()
         assert "alpha\t20971520" in (root / "index.conf").read_text()
 
+        beta = f"cn=beta,{DEMO_BASE}"  # a rejected modify keeps beta in the index
+        request(conn, beta, "modify", description="x\nbackup\t/etc/\tstolen/")
+        wait_for(lambda: read(conn, beta).get("provisiondReturnValue") == "2")
+
         request(conn, dn, "delete", provisiondIsActive="FALSE")
         wait_for(lambda: mode_of(conn, dn) == "deleted", what="alpha deleted")
         assert not (root / "items" / "alpha.conf").exists()
