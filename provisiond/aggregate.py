@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +36,20 @@ log = logging.getLogger("provisiond.aggregate")
 
 @dataclass(frozen=True)
 class Member:
-    """One entry as an aggregate template sees it: `item.dn`, `item.uuid`, `item.values.x`."""
+    """One entry as an aggregate template sees it: `item.dn`, `item.uuid`, `item.values.x`,
+    and `item.refs.<name>` for the entries it references (another Member)."""
 
     dn: str
     uuid: str
     values: Mapping[str, Any]
+    refs: Mapping[str, Member] = field(default_factory=dict)
+
+
+def same_dn(left: str, right: str) -> bool:
+    """DNs compared as LDAP does for our purposes: case and spaces after commas ignored."""
+    def norm(dn: str) -> str:
+        return ",".join(part.strip() for part in dn.lower().split(","))
+    return norm(left) == norm(right)
 
 
 class Coalescer:
@@ -128,7 +137,8 @@ class Mirror:
 
 
 class Aggregates:
-    def __init__(self, factory: ConnectionFactory) -> None:
+    def __init__(self, factory: ConnectionFactory, services: Sequence[ServiceSpec] = ()) -> None:
+        self.services = {spec.name: spec for spec in services}
         # Read from the provider, where this daemon's own reports land first.
         settings = factory.settings
         self.factory = ConnectionFactory(replace(settings, uri=settings.write_uri or settings.uri))
@@ -158,18 +168,66 @@ class Aggregates:
         # could miss an entry that finishes in between.
         with self._lock:
             overlays = dict(self._overlays.get(service.name, {}))
-            mirror = self._mirrors.get(service.name)
-            if mirror is None:
-                mirror = self._mirrors[service.name] = Mirror(self.factory, service)
+        mirror = self.mirror(service)
         found = mirror.current()
         for uuid, (dn, overlay) in overlays.items():
             if overlay is None:
                 found.pop(uuid, None)
             else:
                 found[uuid] = Member(dn, uuid, overlay)
+        if service.references:  # one refresh per referenced service, not one per member
+            targets = {other: list(self.mirror(self.services[other]).current().values())
+                       for other in set(service.references.values())}
+            found = {uuid: with_refs(service, member, targets) for uuid, member in found.items()}
         return sorted(found.values(), key=lambda member: member.dn.lower())
+
+    def mirror(self, service: ServiceSpec) -> Mirror:
+        with self._lock:
+            mirror = self._mirrors.get(service.name)
+            if mirror is None:
+                mirror = self._mirrors[service.name] = Mirror(self.factory, service)
+            return mirror
+
+    def resolve(self, service_name: str, dn: str) -> Member | None:
+        """The active entry of `service_name` at `dn`, current as of now, or None."""
+        members = self.mirror(self.services[service_name]).current().values()
+        return find_dn(members, dn)
+
+    def references(self, spec: ServiceSpec, values: Mapping[str, Any]
+                   ) -> tuple[dict[str, Any], str | None, int]:
+        """The entries `spec.references` name (value -> Member), or the reason and the
+        ReturnValue why one of them is not an active entry of its service."""
+        refs: dict[str, Any] = {}
+        codes = {value.name: value.code for value in spec.values}
+        for name, other in spec.references.items():
+            dn = values.get(name)
+            if dn is None:
+                continue  # an optional reference that is not set
+            target = self.resolve(other, str(dn))
+            if target is None:
+                reason = f'value "{name}": {dn} is not an active entry of service {other}'
+                return refs, reason, codes.get(name) or spec.invalid_code
+            refs[name] = target
+        return refs, None, 0
 
     def render(self, job: Job, step: Step, path: Path,
                render: Callable[[list[Member]], None]) -> None:
         del step  # the path identifies the file; the step is the caller's concern
         self.coalescer(path).run(lambda: render(self.entries(job.service)))
+
+
+def find_dn(members: Iterable[Member], dn: str) -> Member | None:
+    return next((member for member in members if same_dn(member.dn, dn)), None)
+
+
+def with_refs(service: ServiceSpec, member: Member,
+              targets: Mapping[str, list[Member]]) -> Member:
+    """`member` with its references resolved from `targets` (service -> its active entries);
+    unresolved ones are absent (the entry itself was checked when it was provisioned)."""
+    refs = {}
+    for name, other in service.references.items():
+        dn = member.values.get(name)
+        target = find_dn(targets[other], dn) if isinstance(dn, str) else None
+        if target is not None:
+            refs[name] = target
+    return replace(member, refs=refs)

@@ -52,7 +52,7 @@ class Engine:
         self.factory = ConnectionFactory(config.ldap)
         self.directory = Directory(self.factory)
         self.env: jinja2.Environment = make_environment(config.templates)
-        self.aggregates = Aggregates(self.factory)
+        self.aggregates = Aggregates(self.factory, config.services)
         self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
         self.scheduler = Scheduler(self.clock, self._due)
         self.counters = Counters()
@@ -222,6 +222,15 @@ class Engine:
             invalid_code = exc.code or spec.invalid_code
         if has_control_characters(entry.dn):  # a DN may reach templates and logs
             invalid = invalid or f"the DN contains control characters: {entry.dn!r}"
+        refs: dict[str, object] = {}
+        if invalid is None and spec.references:
+            try:
+                refs, unresolved, code = self.aggregates.references(spec, values)
+            except DirectoryUnavailable as exc:
+                self._retry_later(rt, work, f"directory unavailable: {exc}")
+                return
+            if unresolved:
+                invalid, invalid_code = unresolved, code
         if invalid is None and work.kind == "request":
             unmet = lifecycle.preconditions_met(spec.preconditions.get(request, {}), values)
             if unmet:
@@ -235,7 +244,8 @@ class Engine:
             self._report_failure(rt, entry, request, invalid_code, f"validate: {invalid}",
                                  time.monotonic())
             return
-        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values)
+        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
+                  refs=refs)
         self._provision(rt, work, entry, job)
 
     def _provision(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job) -> None:

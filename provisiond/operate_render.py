@@ -150,7 +150,7 @@ class Previewer:
         self.config = config
         self.env: jinja2.Environment = make_environment(config.templates)
         self.directory = Directory(ConnectionFactory(config.ldap))
-        self.aggregates = Aggregates(ConnectionFactory(config.ldap))
+        self.aggregates = Aggregates(ConnectionFactory(config.ldap), config.services)
 
     def path(self, spec: ServiceSpec, source: str, context: Mapping[str, Any]) -> Path:
         text = render_string(self.env, source, context)

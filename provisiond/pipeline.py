@@ -71,12 +71,14 @@ class Job:
     dn: str
     request: str  # add, modify or delete
     values: Mapping[str, Any]
+    refs: Mapping[str, Any] = field(default_factory=dict)  # name -> referenced Member
 
     def context(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "service": self.service.name,
             "entry": {"dn": self.dn, "uuid": self.uuid, "mode": self.request},
             "values": self.values,
+            "refs": self.refs,
             "vars": self.service.vars,
             "outputs": outputs,
         }

@@ -190,6 +190,13 @@ def load_config(path: Path | str | None = None) -> Config:
             raise where.error("a service definition must be a mapping")
         specs.append(read_service(name, merge_kind(definition, where), where, env))
 
+    names = {spec.name for spec in specs}
+    for spec, (_, _, where) in zip(specs, definitions, strict=True):
+        for value, service in spec.references.items():
+            if service not in names:
+                raise where.child("references").child(value).error(
+                    f"no service {service!r} (services: {', '.join(sorted(names))})")
+
     state_dir = Path(general["state_dir"])
     return Config(
         source=str(config_path),

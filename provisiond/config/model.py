@@ -133,6 +133,9 @@ class ServiceSpec:
     recover: Literal["own", "all"] = "own"
     kind: str | None = None
     invalid_code: int = 1  # ReturnValue when a value fails validation
+    # value name (a `dn` value) -> the service whose active entry it must name; templates
+    # get that entry as `refs.<name>` (dn, uuid, values)
+    references: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sync_filter(self) -> str:

@@ -27,11 +27,11 @@ from provisiond.config.model import (
 )
 from provisiond.config.schema import Where
 from provisiond.render import check_string, check_template, render_string
-from provisiond.values import SpecError, ValueSpec
+from provisiond.values import DnType, SpecError, ValueSpec
 
 SERVICE_KEYS = {
     "kind", "vars", "base", "scope", "filter", "attributes", "values", "outputs",
-    "preconditions", "active", "roots", "recover", "invalid_code", "steps",
+    "preconditions", "active", "roots", "recover", "invalid_code", "steps", "references",
 }
 STEP_ACTIONS = ("render", "hook", "mkdir", "remove")
 # `values.items` in a template would find the dict method, not the value.
@@ -218,6 +218,19 @@ def _preconditions(data: Any, where: Where, values: tuple[ValueSpec, ...]) -> di
     return result
 
 
+def _references(data: Any, where: Where, values: tuple[ValueSpec, ...]) -> dict[str, str]:
+    by_name = {spec.name: spec for spec in values}
+    result: dict[str, str] = {}
+    for name, service in _mapping(data, where).items():
+        spec = by_name.get(name)
+        if spec is None or not isinstance(spec.type, DnType) or spec.multi:
+            raise where.child(name).error("must name a declared single `dn` value")
+        if not isinstance(service, str) or not NAME.fullmatch(service):
+            raise where.child(name).error(f"must name a service, not {service!r}")
+        result[str(name)] = service
+    return result
+
+
 def _expand(text: str, vars_: Mapping[str, Any], where: Where, env: jinja2.Environment) -> str:
     """`base`, `filter` and `active` may use `{{ vars.x }}`; resolved once, at load."""
     _check_inline(env, text, where)
@@ -281,5 +294,6 @@ def read_service(
         vars=vars_,
         recover=recover,
         invalid_code=_code(data.get("invalid_code", 1), where.child("invalid_code")),
+        references=_references(data.get("references"), where.child("references"), values),
         steps=_steps(env, data.get("steps"), where.child("steps")),
     )
