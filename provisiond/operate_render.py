@@ -168,7 +168,11 @@ class Previewer:
             values = parse_entry(spec.values, entry.attributes)
         except InvalidValue as exc:
             result.invalid = (f"validate: {exc} (the daemon would report ReturnValue "
-                              f"{spec.invalid_code})")
+                              f"{exc.code or spec.invalid_code})")
+            return result
+        refs, unresolved, code = self.aggregates.references(spec, values)
+        if unresolved:
+            result.invalid = f"validate: {unresolved} (the daemon would report ReturnValue {code})"
             return result
         result.values = {name: as_text(value) for name, value in values.items()}
         unmet = lifecycle.preconditions_met(spec.preconditions.get(chosen, {}), values)
@@ -177,7 +181,8 @@ class Previewer:
                               "until it is)")
         outputs = _known_outputs(spec, entry)
         result.outputs_known = {name: as_text(value) for name, value in outputs.items()}
-        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=chosen, values=values)
+        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=chosen, values=values,
+                  refs=refs)
         steps = spec.steps_for(chosen)
         for number, step in enumerate(steps, start=1):
             shown = StepPreview(number=number, name=step.name, kind=step.kind, code=step.code)

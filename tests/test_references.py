@@ -18,6 +18,7 @@ from tests.support import (
     demo_service,
     mode_of,
     read,
+    run_cli,
     running,
     wait_for,
     write_config,
@@ -79,11 +80,19 @@ def test_a_reference_resolves_to_the_active_entry(slapd: Slapd, tmp_path: Path) 
         wait_for(lambda: mode_of(conn, used) == "added", what="consumer added")
         assert (root / "consumers" / "c1.conf").read_text() == "c1 uses alpha of 10485760\n"
         assert (root / "consumers" / "all.conf").read_text() == "c1 alpha\n"
+        preview = run_cli("--config", str(tmp_path / "cfg" / "provisiond.yaml"), "render",
+                          used, "--mode", "add")
+        assert preview.returncode == 0, preview.stdout + preview.stderr
+        line = next(ln for ln in preview.stdout.splitlines() if "c1.conf" in ln)
+        assert "unchanged" in line  # the preview resolved refs to what the daemon wrote
 
         dangling = add_consumer(conn, "c2", f"cn=missing,{DEMO_BASE}")
         wait_for(lambda: read(conn, dangling).get("provisiondReturnValue") == "4")
         message = read(conn, dangling)["provisiondMessage"]
         assert "is not an active entry of service demo" in message
+        preview = run_cli("--config", str(tmp_path / "cfg" / "provisiond.yaml"), "render",
+                          dangling, "--mode", "add")
+        assert "is not an active entry of service demo" in preview.stdout + preview.stderr
     assert not (root / "consumers" / "c2.conf").exists()
 
 
