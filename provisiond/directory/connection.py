@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-# ldap3 keeps connect_timeout as the socket timeout when receive_timeout is None, which made
-# an idle persistent search die after `timeout` seconds. A stream waits for as long as there
-# is nothing to say; a dead peer is found by TCP keepalive instead.
-STREAM_RECEIVE_TIMEOUT = 7 * 24 * 3600
+# A stream's socket must not time out while idle: ldap3 leaves connect_timeout on the socket
+# when receive_timeout is None (an idle persistent search died after `timeout` seconds), and
+# with a receive_timeout its receiver thread retries every socket error forever, spinning on
+# a closed socket. So streams get no receive_timeout and their socket timeout is cleared
+# after connecting; a dead peer is found by TCP keepalive instead.
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
@@ -77,14 +78,15 @@ class ConnectionFactory:
             password=password,
             client_strategy=ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
             # ldap3 packs this into a struct timeval: it must be a whole number
-            receive_timeout=STREAM_RECEIVE_TIMEOUT if stream
-            else max(1, math.ceil(self.settings.timeout)),
+            receive_timeout=None if stream else max(1, math.ceil(self.settings.timeout)),
             raise_exceptions=False,
             auto_referrals=False,
             read_only=False,
         )
         try:
             connection.open()
+            if stream and connection.socket is not None:
+                connection.socket.settimeout(None)  # see the comment at the top
             if self.settings.start_tls:
                 connection.start_tls()
             if not connection.bind():
