@@ -15,10 +15,8 @@ import ldap3
 
 from provisiond.config.model import Config, HookAction
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
 from provisiond.hooks import HookError, resolve_program
-
-SYNC_REQUEST_OID = "1.3.6.1.4.1.4203.1.9.1.1"
-ASSERTION_OID = "1.3.6.1.1.12"
 
 
 def _hook_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:

@@ -271,7 +271,6 @@ class Engine:
         finally:
             self.aggregates.end(job)
         rt.journal.forget(entry.uuid)
-        self.counters.succeeded += 1
         self.counters.count(spec.name, "success")
         log.info(kv(event=lifecycle.DONE[request], service=spec.name, dn=entry.dn,
                     uuid=entry.uuid, mode=lifecycle.DONE[request], rc=0,
@@ -301,7 +300,7 @@ class Engine:
         if not result.ok:
             rt.journal.forget(entry.uuid)
             if result.code in LOST_RACE:
-                self.counters.lost_races += 1
+                self.counters.count_lost_race()
                 log.debug(kv(event="claim-lost", service=rt.spec.name, dn=entry.dn,
                              uuid=entry.uuid, rc=result.code))
             else:
@@ -324,7 +323,7 @@ class Engine:
         self.scheduler.add(("retry", rt.spec.name, work.uuid),
                            self.clock.now() + timedelta(seconds=delay),
                            again)
-        self.counters.retried += 1
+        self.counters.count_retry()
         log.warning(kv(event="retry", service=rt.spec.name, dn=work.dn, uuid=work.uuid,
                        attempt=again.attempt, delay=f"{delay:g}s", reason=reason))
 
@@ -332,7 +331,6 @@ class Engine:
                         message: str, started: float) -> None:
         self._report(rt, entry, lifecycle.failure_changes(rt.spec.attributes, code, message))
         rt.journal.forget(entry.uuid)
-        self.counters.failed += 1
         self.counters.count(rt.spec.name, "failure")
         log.error(kv(event="failed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
                      mode=lifecycle.WORKING[request], rc=code,

@@ -124,7 +124,7 @@ class Metrics:
         with self._lock:
             old = self._engine
             if old is not None and old is not engine:
-                for key, count in old.counters.by_outcome.items():
+                for key, count in old.counters.outcomes().items():
                     self._carried[key] = self._carried.get(key, 0) + count
                 self._carried_retries += old.counters.retried
                 self._carried_lost += old.counters.lost_races
@@ -143,7 +143,7 @@ class Metrics:
         services: list[str] = []
         if engine is not None:
             services = sorted(engine.services)
-            for key, count in list(engine.counters.by_outcome.items()):
+            for key, count in engine.counters.outcomes().items():
                 processed[key] = processed.get(key, 0) + count
             retries += engine.counters.retried
             lost += engine.counters.lost_races

@@ -41,15 +41,43 @@ class Work:
 
 @dataclass
 class Counters:
-    succeeded: int = 0
-    failed: int = 0
+    """What the workers did, for `once`'s exit status, STATUS= lines and metrics. Workers
+    count concurrently, so every update holds the lock; the totals derive from by_outcome."""
+
     retried: int = 0
     lost_races: int = 0
     by_outcome: dict[tuple[str, str], int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, service: str, outcome: str) -> None:
-        key = (service, outcome)
-        self.by_outcome[key] = self.by_outcome.get(key, 0) + 1
+        with self._lock:
+            key = (service, outcome)
+            self.by_outcome[key] = self.by_outcome.get(key, 0) + 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.retried += 1
+
+    def count_lost_race(self) -> None:
+        with self._lock:
+            self.lost_races += 1
+
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        """A copy of by_outcome that a reader on another thread may iterate."""
+        with self._lock:
+            return dict(self.by_outcome)
+
+    def _total(self, outcome: str) -> int:
+        with self._lock:
+            return sum(n for (_, kind), n in self.by_outcome.items() if kind == outcome)
+
+    @property
+    def succeeded(self) -> int:
+        return self._total("success")
+
+    @property
+    def failed(self) -> int:
+        return self._total("failure")
 
 
 class ServiceRuntime:
