@@ -74,11 +74,8 @@ class Directory:
         raise AssertionError("unreachable")
 
     def search(
-        self, base: str, search_filter: str, attributes: Sequence[str], scope: str = "sub",
-        *, provider: bool = False,
+        self, base: str, search_filter: str, attributes: Sequence[str], scope: str = "sub"
     ) -> list[Entry]:
-        """`provider=True` reads from write_uri, where this daemon's own reports land first
-        (a replica may lag behind them)."""
         wanted = list(dict.fromkeys([*attributes, "entryUUID"]))
 
         def run(connection: ldap3.Connection) -> list[Entry]:
@@ -93,7 +90,7 @@ class Directory:
                 raise LDAPException(f"search failed: {connection.result.get('description')}")
             return [e for e in map(entry_from_response, connection.response or []) if e]
 
-        return self._with_connection(provider, run)
+        return self._with_connection(False, run)
 
     def read(self, dn: str, attributes: Sequence[str]) -> Entry | None:
         found = self.search(dn, "(objectClass=*)", attributes, scope="base")
