@@ -33,6 +33,7 @@ COMMON_KEYS: Mapping[str, str] = MappingProxyType({
     "code": "ReturnValue when this value is invalid (default: the service's invalid_code)",
 })
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SAFE_RE = re.compile(r"[A-Za-z0-9 ._@+:,=/-]")
 
 
@@ -141,7 +142,8 @@ def _size_opt(value: Any) -> int:
 def _regex_opt(value: Any) -> re.Pattern[str]:
     require(isinstance(value, str), lambda: f"must be a regular expression string, not {value!r}")
     try:
-        return re.compile(value)
+        # ASCII: \d, \w, \s and (?i) must not match Unicode digits, letters or case folds
+        return re.compile(value, re.ASCII)
     except re.error as exc:
         raise ValueError(f"bad regular expression: {exc}") from None
 
@@ -208,7 +210,9 @@ class StringType(ValueType):
 
     name = "string"
     example = "{attribute: description, type: string, max_length: 200, required: false}"
-    pattern: re.Pattern[str] | None = _opt("regex the whole value must match", _regex_opt)
+    pattern: re.Pattern[str] | None = _opt(
+        "regex the whole value must match (ASCII: \\d, \\w and (?i) ignore other scripts)",
+        _regex_opt)
     min_length: int = _opt("minimum length in characters", _length_opt, 1)
     max_length: int = _opt("maximum length in characters", _length_opt, 255)
     charset: str = _opt("safe, word or printable", _one_of(*CHARSETS), "safe")
@@ -262,7 +266,8 @@ _UNITS = "KMGTP"
 
 
 def _parse_size(raw: str) -> int:
-    match = re.fullmatch(r"([0-9]{1,20})(?:([KMGTP])(?:I?B)?|B)?", raw, re.IGNORECASE)
+    # re.ASCII: with Unicode case folding "1Mıb" and the Kelvin sign "1\u212a" would match
+    match = re.fullmatch(r"([0-9]{1,20})(?:([KMGTP])(?:I?B)?|B)?", raw, re.IGNORECASE | re.ASCII)
     if not match:
         raise ValueError(f"not a size: {_show(raw)} (expected a whole number of bytes with an"
                          " optional unit K, M, G, T or P, e.g. 1024, 512M, 10GiB)")
@@ -280,7 +285,7 @@ def _format_size(value: int) -> str:
 @dataclass(frozen=True)
 class BytesType(ValueType):
     """A size: a whole number of bytes with an optional unit K, M, G, T or P (powers of 1024,
-    any case, optionally followed by B or iB), e.g. 1024, 512M, 10GiB. Fractions ("1.5G")
+    ASCII letters in any case, optionally followed by B or iB), e.g. 1024, 512M, 10GiB. Fractions ("1.5G")
     and negative sizes are rejected: write 1536M."""
 
     name = "bytes"
@@ -438,7 +443,8 @@ class DnType(ValueType):
 
 @dataclass(frozen=True)
 class EnumType(ValueType):
-    """One of a fixed list of strings; with ignore_case the declared spelling is returned."""
+    """One of a fixed list of strings; with ignore_case (ASCII letters only: "ß" is not "ss")
+    the declared spelling is returned."""
 
     name = "enum"
     example = "{attribute: provisiondBackend, type: enum, choices: [lvm, zfs, file]}"
@@ -453,7 +459,8 @@ class EnumType(ValueType):
             raise SpecError("choices", "required: a non-empty list of distinct strings")
 
     def _fold(self, text: str) -> str:
-        return text.casefold() if self.ignore_case else text
+        # ASCII case only: casefold() makes "ß" equal "ss" and the Kelvin sign equal "k"
+        return text.translate(_ASCII_LOWER) if self.ignore_case else text
 
     def parse(self, raw: str) -> str:
         raw = _check_text(raw, 255)

@@ -285,6 +285,59 @@ def test_every_type_rejects_control_characters_and_outer_space(type_name: str, t
             value_type.parse(raw)
 
 
+# Issue 8 item 13: look-alikes from outside ASCII (Unicode digits, dotless and dotted i, the
+# Kelvin sign, long s, sharp s) case-fold or count as digits in str.lower(), str.isdigit(),
+# int() and re.IGNORECASE; every type must read ASCII only.
+NON_ASCII: list[tuple[str, dict[str, Any], str]] = [
+    ("bytes", {}, "1M\u0131b"),  # dotless i
+    ("bytes", {}, "1M\u0130B"),  # dotted capital I
+    ("bytes", {}, "1\u212a"),  # Kelvin sign
+    ("bytes", {}, "1\u212aB"),
+    ("bytes", {}, "\u0661\u0662"),  # Arabic-Indic digits
+    ("bytes", {}, "1\u00b2"),  # superscript two
+    ("integer", {}, "\u0661\u0662"),
+    ("integer", {}, "\uff11\uff12"),  # fullwidth digits
+    ("integer", {}, "1\u00b2"),
+    ("date", {}, "\u0662\u0660\u0662\u0664\u0660\u0661\u0660\u0661"),
+    ("enum", {"choices": ["ss", "x"], "ignore_case": True}, "\u00df"),  # sharp s casefolds to ss
+    ("enum", {"choices": ["k", "x"], "ignore_case": True}, "\u212a"),
+    ("enum", {"choices": ["s", "x"], "ignore_case": True}, "\u017f"),  # long s
+    ("enum", {"choices": ["i", "x"], "ignore_case": True}, "\u0130"),
+    ("string", {"pattern": "[0-9]+|\\d+", "charset": "printable"}, "\u0661\u0662"),
+    ("string", {"pattern": "(?i)[a-z]+", "charset": "printable"}, "\u212a"),
+    ("string", {"pattern": "\\w+", "charset": "printable"}, "\u00e9t\u00e9"),
+    ("boolean", {}, "TRUE\u0130"),
+    ("boolean", {}, "fal\u017fe"),
+    ("hostname", {}, "\u0661.\u0662.\u0663.\u0664"),
+    ("hostname", {}, "ex\u0131mple.org"),
+    ("posix_name", {}, "b\u0131n"),
+    ("path_segment", {}, "\u212aelvin"),
+    ("iqn", {}, "iqn.\u0662\u0660\u0662\u0664-01.org.example"),
+]
+
+
+@pytest.mark.parametrize(("type_name", "options", "raw"), NON_ASCII)
+def test_non_ascii_look_alikes_never_parse(type_name: str, options: dict[str, Any], raw: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        make(type_name, options).parse(raw)
+    assert "substring not found" not in str(caught.value)
+    assert str(caught.value).startswith(("not ", "does not match", "non-printable",
+                                         "character ", "only ")), caught.value
+
+
+@pytest.mark.parametrize("size", ["1M\u0131b", "1\u212a", "\u0661"])
+def test_non_ascii_sizes_in_declarations_are_spec_errors(size: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        ValueSpec.from_mapping("value", {"attribute": "cn", "type": "bytes", "min": size})
+    assert caught.value.key == "min" and caught.value.reason.startswith("not a size")
+
+
+def test_ascii_case_still_folds() -> None:
+    assert make("bytes", {}).parse("1mIb") == 1024**2
+    assert make("enum", {"choices": ["Disk"], "ignore_case": True}).parse("dISK") == "Disk"
+    assert make("string", {"pattern": "(?i)[a-z]+"}).parse("AbC") == "AbC"
+
+
 def test_enum_choices_are_checked_like_values() -> None:
     with pytest.raises(SpecError):
         make("enum", {"choices": ["a\u202e"]})
