@@ -7,6 +7,13 @@ directories. It works with a broken configuration too (the error goes into the b
 
 It never reads the bind password file into the bundle: the password is read only to redact it
 from everything else, and a file that is the password file is left out of every listing.
+
+Configuration files are redacted structurally, not line by line: an inline secret can sit in a
+flow mapping (`ldap: {uri: ..., bind_password: S}`) where no line pattern finds it. Each file is
+parsed, the value of every secret-looking key is replaced at any depth, and the result is
+dumped again (comments do not survive, nor do secrets in them). Those values are also redacted
+from everything else in the bundle (a loader error may quote them). A file that does not parse
+cannot be redacted this way, so it is left out with a note saying why.
 """
 
 from __future__ import annotations
@@ -27,44 +34,67 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from provisiond import __version__, paths
 from provisiond.config import Config, ConfigError, load_config
-from provisiond.logs import REDACTED
+from provisiond.redaction import Redactor, inline_secrets, scrub
 
 SYSLOG_FILES = ("/var/log/syslog", "/var/log/daemon.log", "/var/log/messages")
 SYSLOG_TAIL_BYTES = 8 * 1024 * 1024
 DEFAULT_LINES = 2000
 LIBRARIES = ("ldap3", "pyasn1", "PyYAML", "Jinja2", "python-daemon", "psutil")
-SECRET_KEY = re.compile(
-    r"^(?P<lead>\s*(?:#\s*)?-?\s*[\"']?(?P<key>[A-Za-z0-9_.-]*(?:password|passwd|secret|token|"
-    r"credential|passphrase|api_?key)[A-Za-z0-9_.-]*)[\"']?\s*:\s*)(?P<value>\S.*)$",
-    re.IGNORECASE,
-)
-URI_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+MIN_SPREAD_SECRET = 4  # shorter inline values are redacted in place only (not bundle-wide)
+DUMP_HEADER = ("# parsed and dumped again by provisiond diagnose, sensitive values redacted "
+               "(comments and layout are not kept)\n")
 
 
-class Redactor:
-    """Removes secrets from text: the configured secrets themselves wherever they appear,
-    values of secret-looking keys (not `*_file`/`*_path`, which are paths) and URI userinfo."""
+@dataclass(frozen=True)
+class ConfigFile:
+    """One configuration file as the bundle shows it."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    name: str  # in the bundle, below config/
+    data: Any = None  # parsed YAML
+    left_out: str = ""  # why the file is not in the bundle ("" when it is)
 
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        lines = []
-        for line in text.splitlines(keepends=True):
-            match = SECRET_KEY.match(line.rstrip("\n"))
-            key = match.group("key").lower() if match else ""
-            if match and not key.endswith(("_file", "_path", "_dir")):
-                line = f"{match.group('lead')}{REDACTED}" + ("\n" if line.endswith("\n") else "")
-            lines.append(URI_USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", line))
-        return "".join(lines)
+    @classmethod
+    def read(cls, path: Path, name: str) -> ConfigFile:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            return cls(name, left_out=f"cannot read {path}: {exc.strerror or exc}")
+        try:
+            return cls(name, yaml.safe_load(text))
+        except yaml.YAMLError as exc:  # the message may quote the text: only say where
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            return cls(name, left_out=f"{path} is not valid YAML{where}, so its sensitive values "
+                                      "cannot be redacted structurally")
+
+    def show(self, redact: Callable[[str], str]) -> tuple[str, str]:
+        """(bundle name, content): the redacted YAML, or a note why it is left out."""
+        if not self.left_out:
+            try:
+                dumped = yaml.safe_dump(scrub(self.data, redact), sort_keys=False,
+                                        allow_unicode=True, default_flow_style=False)
+                return f"config/{self.name}", DUMP_HEADER + dumped
+            except (yaml.YAMLError, RecursionError) as exc:
+                reason = f"cannot be redacted: {type(exc).__name__}"
+                return f"config/{self.name}.left-out.txt", f"left out: {reason}\n"
+        return f"config/{self.name}.left-out.txt", f"left out: {self.left_out}\n"
+
+
+def _bind_password_file(files: Sequence[ConfigFile]) -> str | None:
+    """ldap.bind_password_file of the main file, even when the configuration does not load."""
+    ldap = files[0].data.get("ldap") if files and isinstance(files[0].data, dict) else None
+    path = ldap.get("bind_password_file") if isinstance(ldap, dict) else None
+    return path if isinstance(path, str) and path else None
 
 
 def _sha256(path: Path) -> str:
@@ -207,6 +237,17 @@ class Bundle:
         return self.buffer.getvalue()
 
 
+def _read_secrets(password_file: str | None) -> list[str]:
+    """The bind password, to redact it, when the configuration did not load."""
+    from provisiond.directory.connection import read_secret
+
+    try:
+        secret = read_secret(password_file) if password_file else ""
+    except OSError:
+        return []
+    return [secret] if secret else []
+
+
 def _guarded(function: Callable[[], str]) -> str:
     try:
         return function()
@@ -224,21 +265,19 @@ def build(config_path: str | None, *, lines: int = DEFAULT_LINES) -> tuple[bytes
         config = load_config(source)
     except ConfigError as exc:
         config_error = str(exc)
-    secrets = config.secrets() if config else []
-    secret_files = [Path(config.ldap.bind_password_file)] if config and \
-        config.ldap.bind_password_file else []
-    redact = Redactor(secrets)
+    sources = config_files(source)
+    files = [ConfigFile.read(p, p.name if p == source else f"services.d/{p.name}")
+             for p in sources]
+    password_file = _bind_password_file(files)
+    secret_files = [Path(password_file)] if password_file else []
+    secrets = config.secrets() if config else _read_secrets(password_file)
+    inline = [s for f in files for s in inline_secrets(f.data) if len(s) >= MIN_SPREAD_SECRET]
+    redact = Redactor([*secrets, *inline])
 
     bundle.add("version.txt", version_text(config))
-    for path in config_files(source):
-        if any(os.path.realpath(path) == os.path.realpath(s) for s in secret_files):
-            continue
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            text = f"# cannot read {path}: {exc.strerror or exc}\n"
-        relative = path.name if path == source else f"services.d/{path.name}"
-        bundle.add(f"config/{relative}", redact(text))
+    for path, file in zip(sources, files, strict=True):
+        if not any(os.path.realpath(path) == os.path.realpath(s) for s in secret_files):
+            bundle.add(*file.show(redact))
     if config_error:
         bundle.add("config-error.txt", redact(config_error) + "\n")
     if config is not None:

@@ -8,11 +8,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provisiond import operate_diagnose
 from provisiond.config import load_config
 from provisiond.engine import Engine
-from provisiond.operate_diagnose import Redactor
+from provisiond.redaction import Redactor, inline_secrets, scrub
 from tests.ops.conftest import Site
 from tests.support import add_item, run_cli
 
@@ -66,7 +67,7 @@ def test_bundle_has_everything_but_secrets(site: Site, tmp_path: Path,
     assert not any("bind.secret" in name for name in found)
     config_text = found["config/provisiond.yaml"]
     assert "bind_password_file:" in config_text  # a path, kept
-    assert "bind_password: ***" in config_text and "ldap://***@ldap.example.org/" in config_text
+    assert "# old:" not in config_text and "ldap.example.org" not in config_text  # comments
     assert "provisiond 0.1.0" in found["version.txt"]
     status = json.loads(found["status.json"])
     assert status["summary"]["failed"] == 1
@@ -115,3 +116,95 @@ def test_redactor() -> None:
     assert redact("  bind_password_file: /etc/x\n") == "  bind_password_file: /etc/x\n"
     assert redact("token=s3cret and more") == "token=*** and more"
     assert redact("uri: ldaps://u:p@h:636\n") == "uri: ldaps://***@h:636\n"
+
+
+# -- inline secrets in configurations the daemon cannot load (issue 8, item 9) ----------------
+
+INLINE = "S3cr3t-inline-9f2c"
+
+
+def bundle_bytes(config: Path) -> tuple[bytes, dict[str, str]]:
+    """The bundle's whole uncompressed tar stream (headers included) and its members."""
+    import gzip
+    import io
+
+    data, _names = operate_diagnose.build(str(config))
+    raw = gzip.decompress(data)
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member)
+            assert handle is not None
+            found[member.name.split("/", 1)[1]] = handle.read().decode()
+    return raw, found
+
+
+def assert_never_bundled(config: Path, secret: str = INLINE) -> dict[str, str]:
+    raw, found = bundle_bytes(config)
+    assert secret.encode() not in raw
+    for name, content in found.items():
+        assert secret not in content, name
+    return found
+
+
+@pytest.mark.parametrize("text", [
+    # flow style, as in the issue: the config does not load (bind_password is not an option)
+    f'ldap: {{uri: "ldap://127.0.0.1:1", bind_password: "{INLINE}"}}\n',
+    f'ldap: {{uri: "ldap://127.0.0.1:1", "bind_password": {INLINE}, timeout: 5}}\n',
+    # block style
+    f"ldap:\n  uri: ldap://127.0.0.1:1\n  bind_password: {INLINE}\n",
+    # nested: in a mapping under a secret-looking key, in a list, in a URI's userinfo
+    "ldap:\n  uri: ldap://127.0.0.1:1\n"
+    f"services:\n  demo:\n    vars:\n      db: {{credentials: {{user: u, pass: {INLINE}}}}}\n"
+    f"      list: [{{api_token: {INLINE}}}]\n"
+    f"      remote: \"ldaps://admin:{INLINE}@ldap.example.org/\"\n",
+], ids=["flow", "flow-quoted-key", "block", "nested"])
+def test_inline_secret_of_an_unloadable_config_is_redacted(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "provisiond.yaml"
+    config.write_text(text)
+    found = assert_never_bundled(config)
+    assert "config-error.txt" in found  # the configuration did not load
+    shown = found["config/provisiond.yaml"]
+    assert "ldap://127.0.0.1:1" in shown  # the rest stays readable
+    assert "***" in shown
+
+
+def test_inline_secret_in_services_d(tmp_path: Path) -> None:
+    config = tmp_path / "provisiond.yaml"
+    config.write_text("ldap: {uri: ldap://127.0.0.1:1}\n")
+    (tmp_path / "services.d").mkdir()
+    (tmp_path / "services.d" / "x.yaml").write_text(
+        f"x: {{kind: demo, vars: {{ldap_password: {INLINE}}}}}\n")
+    found = assert_never_bundled(config)
+    assert "ldap_password: '***'" in found["config/services.d/x.yaml"]
+
+
+def test_secret_echoed_by_a_config_error_is_redacted(tmp_path: Path) -> None:
+    # the loader's message quotes the bad value (a mapping holding the secret)
+    config = tmp_path / "provisiond.yaml"
+    config.write_text(f"ldap: {{uri: ldap://h, bind_password_file: {{secret: {INLINE}}}}}\n")
+    found = assert_never_bundled(config)
+    assert "bind_password_file: must be a non-empty string" in found["config-error.txt"]
+
+
+@pytest.mark.parametrize("name", ["provisiond.yaml", "services.d/x.yaml"])
+def test_unparseable_config_is_left_out(tmp_path: Path, name: str) -> None:
+    config = tmp_path / "provisiond.yaml"
+    config.write_text("ldap: {uri: ldap://127.0.0.1:1}\n")
+    broken = tmp_path / name
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(f"ldap: {{uri: ldap://h, bind_password: \"{INLINE}\"\n  oops: [\n")
+    found = assert_never_bundled(config)
+    assert f"config/{name}" not in found
+    why = found[f"config/{name}.left-out.txt"]
+    assert "not valid YAML" in why and "line " in why
+
+
+def test_scrub_keeps_aliases_shared() -> None:
+    # a recursive alias and an alias bomb neither loop nor blow up
+    text = "a: &x [*x, {password: zz}]\nb: *x\nc: &c [z, z, z, z]\n" + "".join(
+        f"d{i}: &d{i} [{', '.join([f'*d{i - 1}' if i else '*c'] * 9)}]\n" for i in range(9))
+    data = yaml.safe_load(text)
+    assert inline_secrets(data) == ["zz"]
+    dumped = yaml.safe_dump(scrub(data, Redactor([])))
+    assert "zz" not in dumped and len(dumped) < 10_000
