@@ -27,6 +27,46 @@ class PathNotAllowed(Exception):
     """A path is not strictly below one of the allowed roots (the message says why)."""
 
 
+# A root must confine: one that is (or resolves to) / or one of these would let LDAP values
+# reach the system itself. Directories *below* them (/etc/rsnapshot, /var/backup) are fine.
+SYSTEM_DIRECTORIES = frozenset(Path(p) for p in (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root",
+    "/run", "/sbin", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib", "/usr/lib32", "/usr/lib64",
+    "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share", "/var", "/var/lib", "/var/log",
+    "/var/tmp",
+))
+
+
+def _lexical(text: str) -> Path:
+    """Absolute and normalized without touching the filesystem ("//x/./y/.." is "/x")."""
+    return Path("/" + os.path.normpath(text).lstrip("/"))
+
+
+def _root_forms(root: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(normalized, symlinks resolved) forms of a service root; PathNotAllowed unless it is
+    absolute and neither form is / or a system directory."""
+    text = os.fspath(root)
+    if not text or "\0" in text or not os.path.isabs(text):
+        raise PathNotAllowed(f"root {text!r} is not an absolute path")
+    lexical = _lexical(text)
+    resolved = Path(os.path.realpath(lexical))
+    for form, how in ((lexical, "is"), (resolved, "resolves to")):
+        if form == form.parent:
+            raise PathNotAllowed(f"root {text} {how} / (normalised); a root must be a "
+                                 "directory below it")
+        if form in SYSTEM_DIRECTORIES:
+            raise PathNotAllowed(f"root {text} {how} the system directory {form}; use a "
+                                 "directory below it")
+    return lexical, resolved
+
+
+def check_root(root: str | os.PathLike[str]) -> Path:
+    """A service root, normalized; PathNotAllowed if it is relative, or if it (or what it
+    resolves to now) is / or a system directory. `confine` checks again on every use, since
+    a symlink may change after the configuration was loaded."""
+    return _root_forms(root)[0]
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -119,18 +159,21 @@ def install_temp(temp: Path, path: Path) -> None:
 
 def confine(path: str | Path, roots: Sequence[Path]) -> Path:
     """`path` made absolute and normalized, symlinks in its existing parents resolved; raises
-    PathNotAllowed unless both the lexical and the resolved form are strictly below a root."""
+    PathNotAllowed unless both the lexical and the resolved form are strictly below a root,
+    or if a root is unusable (see `check_root`)."""
     text = os.fspath(path)
     if "\0" in text:
         raise PathNotAllowed(f"{text!r}: contains a NUL character")
     if not os.path.isabs(text):
         raise PathNotAllowed(f"{text}: not an absolute path")
-    lexical = Path("/" + os.path.normpath(text).lstrip("/"))
+    lexical = _lexical(text)
     if lexical == lexical.parent:
         raise PathNotAllowed(f"{text}: is the filesystem root")
     resolved = Path(os.path.realpath(lexical.parent)) / lexical.name
-    lexical_roots = [Path("/" + os.path.normpath(os.fspath(r)).lstrip("/")) for r in roots]
-    real_roots = [Path(os.path.realpath(r)) for r in lexical_roots]
+    # Roots were checked at load; again here (defence in depth, and symlinks may have moved).
+    forms = [_root_forms(r) for r in roots]
+    lexical_roots = [form[0] for form in forms]
+    real_roots = [form[1] for form in forms]
 
     def below(candidate: Path, bases: Sequence[Path]) -> bool:
         return any(candidate != b and candidate.is_relative_to(b) for b in bases)

@@ -177,6 +177,39 @@ def test_confine_resolves_links_inside_roots(tmp_path: Path, roots: list[Path]) 
     assert confine(root / "x", [tmp_path / "data"]) == root / "x"
 
 
+@pytest.mark.parametrize("root", ["/", "//", "/.", "/tmp/..", "/etc/../", "///"])
+def test_confine_refuses_a_root_that_means_the_filesystem_root(root: str) -> None:
+    # issue 8 item 5: these roots made confine allow any path
+    with pytest.raises(PathNotAllowed, match="is /"):
+        confine("/etc/passwd", [Path("/srv/ok"), Path(root)])
+
+
+@pytest.mark.parametrize("root", ["/etc", "/usr/", "/usr/lib/../bin", "/var", "//boot"])
+def test_confine_refuses_a_system_directory_as_root(root: str) -> None:
+    with pytest.raises(PathNotAllowed, match="system directory"):
+        confine("/etc/passwd", [Path(root)])
+
+
+def test_confine_refuses_a_root_that_is_a_symlink_to_the_filesystem_root(tmp_path: Path) -> None:
+    (tmp_path / "up").symlink_to("/")
+    with pytest.raises(PathNotAllowed, match="resolves to /"):
+        confine("/etc/passwd", [tmp_path / "up"])
+    (tmp_path / "conf").symlink_to("/etc")
+    with pytest.raises(PathNotAllowed, match="system directory"):
+        confine(f"{tmp_path}/conf/passwd", [tmp_path / "conf"])
+
+
+def test_check_root_normalises_and_keeps_ordinary_roots(tmp_path: Path) -> None:
+    from provisiond.fsutil import check_root
+
+    assert check_root("//srv//backup/./x/..") == Path("/srv/backup")
+    assert check_root("/etc/rsnapshot") == Path("/etc/rsnapshot")  # below /etc is fine
+    with pytest.raises(PathNotAllowed, match="absolute"):
+        check_root("srv/backup")
+    with pytest.raises(PathNotAllowed, match="absolute"):
+        check_root("")
+
+
 def test_make_directory_is_idempotent(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "c"
     old_umask = os.umask(0o077)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -26,6 +25,7 @@ from provisiond.config.model import (
     Step,
 )
 from provisiond.config.schema import Where
+from provisiond.fsutil import PathNotAllowed, check_root
 from provisiond.render import check_string, check_template, render_string
 from provisiond.values import DnType, SpecError, ValueSpec
 
@@ -272,10 +272,11 @@ def read_service(
         raise where.child("roots").error("must be a list of absolute directories")
     root_paths = []
     for i, root in enumerate(roots):
-        text = _expand(str(root), vars_, where.child("roots").child(i), env)
-        if not text.startswith("/") or text == "/":
-            raise where.child("roots").child(i).error("must be an absolute directory other than /")
-        root_paths.append(Path(text))
+        at = where.child("roots").child(i)
+        try:  # after rendering: `{{ vars.root }}` with root "/var/.." is / too
+            root_paths.append(check_root(_expand(str(root), vars_, at, env)))
+        except PathNotAllowed as exc:
+            raise at.error(str(exc)) from exc
     active = data.get("active", "")
     return ServiceSpec(
         name=name,
