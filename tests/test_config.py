@@ -150,3 +150,14 @@ def test_value_code_must_be_an_error_code(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.key == "services.x.values.n.code"
+
+
+def test_every_number_in_the_schema_is_bounded() -> None:
+    # issue 8 item 6: no option may take .nan, .inf or an absurd value such as workers: 1000000
+    from provisiond.config.sections import SECTIONS, TOP
+
+    for section in (TOP, *SECTIONS):
+        for option in section.options:
+            if option.kind in ("int", "number"):
+                assert option.minimum is not None and option.maximum is not None, option.name
+                assert option.minimum <= option.default <= option.maximum, option.name

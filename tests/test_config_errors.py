@@ -18,6 +18,8 @@ from provisiond.config import ConfigError, load_config
 from tests.support import run_cli
 from tests.test_config import write
 
+NAN, INF = float("nan"), float("inf")
+
 
 def service(**overrides: Any) -> dict[str, Any]:
     """A small custom service with one hook step and one render step under `roots`."""
@@ -70,6 +72,49 @@ ROWS: list[Row] = [
     Row("demo var root /var/..", demo(root="/var/.."), "services.demo.roots[0]", "is /"),
     Row("root symlink to /", service(roots=["{{ vars.link }}"], vars={"link": "LINK"}),
         "services.x.roots[0]", "resolves to /", prepare=lambda d: (d / "up").symlink_to("/")),
+    # item 6: every number is finite and bounded; file modes are not silently misread
+    Row("hooks.timeout .nan", {"hooks": {"timeout": NAN}}, "hooks.timeout", "finite"),
+    Row("hooks.timeout .inf", {"hooks": {"timeout": INF}}, "hooks.timeout", "finite"),
+    Row("hooks.timeout 1e400", {"hooks": {"timeout": 10**400}}, "hooks.timeout", "at most"),
+    Row("hooks.timeout a year", {"hooks": {"timeout": 365 * 86400}}, "hooks.timeout", "at most"),
+    Row("kill_grace .nan", {"hooks": {"kill_grace": NAN}}, "hooks.kill_grace", "finite"),
+    Row("kill_grace -.inf", {"hooks": {"kill_grace": -INF}}, "hooks.kill_grace", "finite"),
+    Row("ldap.timeout .nan", {"ldap": {"timeout": NAN}}, "ldap.timeout", "finite"),
+    Row("sync.interval .inf", {"sync": {"interval": INF}}, "sync.interval", "finite"),
+    Row("shutdown_grace .nan", {"shutdown_grace": NAN}, "shutdown_grace", "finite"),
+    Row("retry.initial .inf", {"retry": {"initial": INF}}, "retry.initial", "finite"),
+    Row("retry.maximum .nan", {"retry": {"maximum": NAN}}, "retry.maximum", "finite"),
+    Row("retry.limit 10**9", {"retry": {"limit": 10**9}}, "retry.limit", "at most"),
+    Row("metrics.interval .nan", {"metrics": {"interval": NAN}}, "metrics.interval", "finite"),
+    Row("workers 1000000", {"workers": 1000000}, "workers", "at most"),
+    Row("step timeout 0", hook_step(timeout=0), "services.x.steps.add[0].timeout", "at least"),
+    Row("step timeout -1", hook_step(timeout=-1), "services.x.steps.add[0].timeout", "at least"),
+    Row("step timeout .nan", hook_step(timeout=NAN), "services.x.steps.add[0].timeout",
+        "finite"),
+    Row("step timeout .inf", hook_step(timeout=INF), "services.x.steps.add[0].timeout",
+        "finite"),
+    Row("timeout on a mkdir step", service(steps={"add": [
+        {"name": "s", "code": 1, "timeout": 5, "mkdir": "/srv/provisiond-test/a"}]}),
+        "services.x.steps.add[0].timeout", "only hook steps"),
+    Row("render mode 0644 unquoted", {"services": {}},
+        "x.steps.add[0].render.mode", "quote", file="services.d/x.yaml",
+        files={"services.d/x.yaml": b"""x:
+  base: dc=example,dc=org
+  roots: [/srv/provisiond-test]
+  steps:
+    add:
+      - {name: s, code: 1, render: {template: demo/item.conf.j2, path: /srv/provisiond-test/a,
+                                    mode: 0644}}
+"""}),
+    Row("mkdir mode 0755 unquoted", {"services": {}},
+        "x.steps.add[0].mkdir.mode", "quote", file="services.d/x.yaml",
+        files={"services.d/x.yaml": b"""x:
+  base: dc=example,dc=org
+  roots: [/srv/provisiond-test]
+  steps: {add: [{name: s, code: 1, mkdir: {path: /srv/provisiond-test/a, mode: 0755}}]}
+"""}),
+    Row("mkdir mode 10000", step("mkdir", {"path": "/srv/provisiond-test/a", "mode": "10000"}),
+        "services.x.steps.add[0].mkdir.mode", "octal file mode"),
 ]
 
 
@@ -106,7 +151,8 @@ def test_broken_config_is_refused_at_load(tmp_path: Path, row: Row) -> None:
     assert row.reason in error.reason, error
 
 
-CLI_ROWS = ["root /tmp/..", "demo var root /var/.."]
+CLI_ROWS = ["root /tmp/..", "demo var root /var/..", "hooks.timeout .nan",
+            "render mode 0644 unquoted"]
 
 
 @pytest.mark.parametrize("row_id", CLI_ROWS)

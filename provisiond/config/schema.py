@@ -8,6 +8,7 @@ renders the commented example shipped as etc/provisiond.yaml.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,11 @@ def _check_int(value: Any, where: Where) -> int:
 def _check_number(value: Any, where: Where) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise where.error(f"must be a number, not {value!r}")
-    return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        # YAML's .nan and .inf: a timeout of nan never fires, one of inf never ends
+        raise where.error(f"must be a finite number, not {value!r}")
+    # an int such as 10**400 cannot become a float; the bounds refuse it anyway
+    return value if isinstance(value, float) else float(max(-(2**63), min(value, 2**63)))
 
 
 def _check_str(value: Any, where: Where) -> str:
@@ -89,6 +94,7 @@ class Option:
     required: bool = False
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None  # every number has both: no option is unbounded
     example: Any = None
 
     def read(self, value: Any, where: Where) -> Any:
@@ -96,8 +102,15 @@ class Option:
         if self.choices and checked not in self.choices:
             raise where.error(f"must be one of {', '.join(self.choices)}, not {checked!r}")
         if self.minimum is not None and checked < self.minimum:
-            raise where.error(f"must be at least {self.minimum:g}, not {checked!r}")
+            raise where.error(f"must be at least {self.minimum:g}, not {_short(value)}")
+        if self.maximum is not None and checked > self.maximum:
+            raise where.error(f"must be at most {self.maximum:g}, not {_short(value)}")
         return checked
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
 
 
 @dataclass(frozen=True)
@@ -158,6 +171,8 @@ def sample_yaml(sections: tuple[Section, ...], tail: str = "") -> str:
             lines.append(f"{indent}# {option.doc}")
             if option.choices:
                 lines.append(f"{indent}# One of: {', '.join(option.choices)}.")
+            if option.minimum is not None and option.maximum is not None:
+                lines.append(f"{indent}# From {option.minimum:g} to {option.maximum:g}.")
             value = option.example if option.example is not None else option.default
             active = option.required or option.example is not None
             lines.append(f"{indent}{'' if active else '# '}{option.name}: {_yaml_scalar(value)}")

@@ -19,7 +19,7 @@ LDAP = Section(
         Option("start_tls", "bool", "Issue StartTLS after connecting.", default=False),
         Option("ca_file", "str", "CA certificate bundle to verify the server with."),
         Option("timeout", "number", "Seconds to wait for the server to connect or answer.",
-               default=10.0, minimum=0.1),
+               default=10.0, minimum=0.1, maximum=3600),
     ),
 )
 
@@ -32,7 +32,7 @@ SYNC = Section(
                "interval (safe against a single provider only, never sees deletes).",
                default="persist", choices=("persist", "refresh", "poll")),
         Option("interval", "number", "Seconds between passes in refresh and poll modes.",
-               default=60.0, minimum=0.05),
+               default=60.0, minimum=0.05, maximum=86400),
     ),
 )
 
@@ -44,9 +44,10 @@ TOP = Section(
         Option("state_dir", "str", "Cookies, the in-flight journal and the pid file.",
                default="/var/lib/provisiond"),
         Option("pid_file", "str", "Pid file for `run --daemon` (default: state_dir/provisiond.pid)."),
-        Option("workers", "int", "Entries processed at once.", default=4, minimum=1),
+        Option("workers", "int", "Entries processed at once.", default=4, minimum=1,
+               maximum=256),
         Option("shutdown_grace", "number", "Seconds in-flight entries get to finish on SIGTERM.",
-               default=30.0, minimum=0),
+               default=30.0, minimum=0, maximum=3600),
         Option("templates", "list", "Template directories searched in order (default: "
                "/etc/provisiond/templates, then the shipped templates)."),
     ),
@@ -71,12 +72,13 @@ HOOKS = Section(
     "hooks",
     "Hook programs: argv lists, never a shell.",
     (
-        Option("timeout", "number", "Seconds before a hook is terminated (then killed).",
-               default=300.0, minimum=0.1),
+        Option("timeout", "number", "Seconds before a hook is terminated (then killed); a "
+               "step's own `timeout` has the same range.", default=300.0, minimum=0.1,
+               maximum=7 * 86400),
         Option("path", "list", "Directories searched for hooks named without a slash; also "
                "put in front of the hooks' PATH.", default=()),
         Option("kill_grace", "number", "Seconds between SIGTERM and SIGKILL.", default=5.0,
-               minimum=0),
+               minimum=0, maximum=3600),
     ),
 )
 
@@ -85,10 +87,11 @@ RETRY = Section(
     "Transient failures (hook exit 75, LDAP unavailable) are retried, then reported.",
     (
         Option("limit", "int", "Attempts after the first before the entry fails.", default=5,
-               minimum=0),
+               minimum=0, maximum=1000),
         Option("initial", "number", "Seconds before the first retry; doubles each time.",
-               default=2.0, minimum=0),
-        Option("maximum", "number", "Longest wait between retries.", default=300.0, minimum=0),
+               default=2.0, minimum=0, maximum=86400),
+        Option("maximum", "number", "Longest wait between retries.", default=300.0, minimum=0,
+               maximum=86400),
     ),
 )
 
@@ -99,7 +102,7 @@ METRICS = Section(
         Option("path", "str", "File to rewrite atomically (unset: no metrics); Debian's "
                "node_exporter reads /var/lib/prometheus/node-exporter/*.prom."),
         Option("interval", "number", "Seconds between rewrites of the metrics file.",
-               default=5.0, minimum=0.1),
+               default=5.0, minimum=0.1, maximum=86400),
     ),
 )
 

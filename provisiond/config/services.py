@@ -25,6 +25,7 @@ from provisiond.config.model import (
     Step,
 )
 from provisiond.config.schema import Where
+from provisiond.config.sections import HOOKS
 from provisiond.fsutil import PathNotAllowed, check_root
 from provisiond.render import check_string, check_template, render_string
 from provisiond.values import DnType, SpecError, ValueSpec
@@ -63,10 +64,13 @@ def _code(value: Any, where: Where) -> int:
 def _octal(value: Any, where: Where, default: int) -> int:
     if value is None:
         return default
-    text = str(value)
-    if not re.fullmatch(r"0?[0-7]{3,4}", text):
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML reads an unquoted 0644 as the number 420; 644 and 0644 cannot be told apart
+        raise where.error(f"write the mode quoted, such as \"0644\": YAML reads an unquoted "
+                          f"0644 as the decimal number 420 (got {value!r})")
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value):
         raise where.error(f"must be an octal file mode such as \"0644\", not {value!r}")
-    return int(text, 8)
+    return int(value, 8)
 
 
 def _check_inline(env: jinja2.Environment, source: str, where: Where) -> str:
@@ -139,15 +143,16 @@ def _step(env: jinja2.Environment, data: Any, where: Where) -> Step:
     if unknown:
         raise where.child(sorted(unknown)[0]).error("unknown step option")
     kind = actions[0]
+    if "timeout" in data and kind != "hook":
+        raise where.child("timeout").error("only hook steps have a timeout")
     action: Action
     if kind == "render":
         action = _render_action(env, data["render"], where.child("render"))
     elif kind == "hook":
         timeout = data.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
-            raise where.child("timeout").error("must be a number of seconds")
-        action = HookAction(argv=_argv(env, data["hook"], where.child("hook")),
-                            timeout=float(timeout) if timeout is not None else None)
+        if timeout is not None:  # finite and in the range of hooks.timeout
+            timeout = HOOKS.option("timeout").read(timeout, where.child("timeout"))
+        action = HookAction(argv=_argv(env, data["hook"], where.child("hook")), timeout=timeout)
     else:
         action = _path_action(env, data[kind], where.child(kind), mkdir=kind == "mkdir")
     return Step(name=_text(data, "name", where), code=_code(data.get("code"), where.child("code")),
