@@ -10,8 +10,10 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
   pipe are found through /proc. The main process is not reaped until we are done signalling
   (waitid WNOWAIT): its pid is the group id and must not be recycled meanwhile.
 * stdout and stderr (two pipes, so `provisiond-set` is only taken from stdout) are drained
-  continuously; only the first `output_limit` bytes are inspected, and a 4 KiB tail of all of it
-  is kept for the log. A chatty hook neither blocks on a full pipe nor exhausts memory.
+  continuously; every stdout line is inspected, only `provisiond-set` lines are kept (bounded
+  by MAX_SETTING_LINE and `settings_limit`), and a 4 KiB tail of all output is kept for the
+  log. A chatty hook neither blocks on a full pipe nor exhausts memory, and a setting line that
+  does not fit is reported in `settings_lost` (the step fails), never dropped silently.
 * On timeout the whole tree gets SIGTERM, then SIGKILL after `kill_grace`. After a normal exit,
   leftovers that keep the output pipe open are killed after a short grace (logged as strays);
   processes that detached properly are left alone (a hook may start a helper, e.g. FUSE).
@@ -68,7 +70,7 @@ class HookResult:
     duration_ms: int  # from start until the main process exited
     output_tail: str  # last ~4 KiB of stdout+stderr (arrival order), errors="replace"
     settings: Mapping[str, str] = field(hash=False)  # `provisiond-set NAME=VALUE` on stdout
-    truncated: bool  # output exceeded output_limit; later bytes were not inspected
+    settings_lost: str  # why some `provisiond-set` lines were not taken; "" if none was lost
 
 
 def resolve_program(argv0: str, search_path: Sequence[str]) -> str:
@@ -124,45 +126,101 @@ def hook_environment(*, search_path: Sequence[str], service: str, mode: str, dn:
 
 
 class _Output:
-    """Bounded bookkeeping of what the hook printed."""
+    """Bounded bookkeeping of what the hook printed.
+
+    Every stdout line is looked at, however much output there is, but only lines starting with
+    `provisiond-set ` are kept: up to MAX_SETTING_LINE bytes each and `limit` bytes of settings
+    in all. A setting line that does not fit is counted (and fails the step), never dropped
+    silently. Other lines are skipped with bytes.find, so a flood costs little CPU and no
+    memory beyond one read and the 4 KiB tail."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.seen = 0
         self.tail = bytearray()
-        self.partial = b""
+        self.head = b""  # the start of a line, shorter than the prefix and maybe becoming it
+        self.line_start = True
+        self.line: bytearray | None = None  # the setting being read (after the prefix)
         self.overlong = False
         self.settings: dict[str, str] = {}
-
-    @property
-    def truncated(self) -> bool:
-        return self.seen > self.limit
+        self.kept = 0  # bytes of names and values in settings
+        self.too_long = 0
+        self.over_limit = 0
 
     def feed(self, chunk: bytes, from_stdout: bool) -> None:
-        inspect = chunk[: max(0, self.limit - self.seen)]
         self.seen += len(chunk)
         self.tail += chunk
         del self.tail[:-TAIL_BYTES]
-        if from_stdout and inspect:
-            lines = (self.partial + inspect).split(b"\n")
-            self.partial = lines.pop()
-            for line in lines:
-                if self.overlong:
-                    self.overlong = False
-                else:
-                    self._setting(line)
-            if len(self.partial) > MAX_SETTING_LINE:
-                self.partial, self.overlong = b"", True
+        if from_stdout:
+            self._scan(self.head + chunk if self.head else chunk)
 
-    def _setting(self, line: bytes) -> None:
-        if line.startswith(_SET_PREFIX):
-            name, sep, value = line[len(_SET_PREFIX) :].partition(b"=")
-            if sep and _NAME_BYTES.fullmatch(name):
-                self.settings[name.decode()] = value.rstrip(b"\r").decode("utf-8", "replace")
+    def _scan(self, data: bytes) -> None:
+        self.head = b""
+        pos, end = 0, len(data)
+        while pos < end:
+            if self.line is not None:  # inside a setting line
+                newline = data.find(b"\n", pos)
+                if not self.overlong:
+                    self.line += data[pos : end if newline < 0 else newline]
+                    if len(self.line) > MAX_SETTING_LINE:
+                        self.overlong, self.line = True, bytearray()
+                if newline < 0:
+                    return
+                self._setting()
+                pos, self.line_start = newline + 1, True
+            elif self.line_start:
+                if data.startswith(_SET_PREFIX, pos):
+                    self.line, pos = bytearray(), pos + len(_SET_PREFIX)
+                elif end - pos < len(_SET_PREFIX) and _SET_PREFIX.startswith(data[pos:]):
+                    self.head = data[pos:]  # decided by the next read
+                    return
+                else:
+                    self.line_start = False
+            else:  # inside another line: on to the next setting, or to the last line's start
+                found = data.find(b"\n" + _SET_PREFIX, pos)
+                if found < 0:
+                    found = data.rfind(b"\n", pos)
+                    if found < 0:
+                        return
+                pos, self.line_start = found + 1, True
+
+    def _setting(self) -> None:
+        assert self.line is not None
+        line, overlong = bytes(self.line), self.overlong
+        self.line, self.overlong = None, False
+        if overlong:
+            self.too_long += 1
+            return
+        name, sep, value = line.partition(b"=")
+        if not (sep and _NAME_BYTES.fullmatch(name)):
+            return
+        value = value.rstrip(b"\r")
+        old = self.settings.get(name.decode())
+        kept = self.kept + len(name) + len(value)
+        if old is not None:
+            kept -= len(name) + len(old.encode())
+        if kept > self.limit:
+            self.over_limit += 1
+            return
+        self.settings[name.decode()] = value.decode("utf-8", "replace")
+        self.kept = kept
+
+    def lost(self) -> str:
+        """Why some `provisiond-set` lines were not taken; "" when all were."""
+        count = self.too_long + self.over_limit
+        if not count:
+            return ""
+        why = []
+        if self.too_long:
+            why.append(f"{self.too_long} longer than {MAX_SETTING_LINE // 1024} KiB")
+        if self.over_limit:
+            why.append(f"{self.over_limit} past {self.limit} bytes of settings")
+        return (f"{count} provisiond-set line{'s' * (count > 1)} not taken ({', '.join(why)}): "
+                "outputs may be lost")
 
     def finish(self) -> tuple[str, Mapping[str, str]]:
-        if self.partial and not self.overlong and not self.truncated:
-            self._setting(self.partial)  # a last line without a newline still counts
+        if self.line is not None:
+            self._setting()  # a last line without a newline still counts
         tail = bytes(self.tail)
         if self.seen > len(tail):  # cut mid-stream: skip a split UTF-8 sequence
             tail = tail[next((i for i, b in enumerate(tail[:4]) if b & 0xC0 != 0x80), 0) :]
@@ -378,7 +436,7 @@ class _Run:
         returncode = self.reap(kill_grace)
         tail, settings = self.output.finish()
         return HookResult(self.argv, None if timed_out else returncode, timed_out, duration_ms,
-                          tail, settings, self.output.truncated)
+                          tail, settings, self.output.lost())
 
 
 def _cannot_execute(argv0: str, cwd: str, exc: OSError) -> str:
@@ -393,7 +451,7 @@ def _cannot_execute(argv0: str, cwd: str, exc: OSError) -> str:
 
 
 def run_hook(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
-             output_limit: int = 1 << 20, kill_grace: float = 5.0, cwd: str = "/") -> HookResult:
+             settings_limit: int = 1 << 20, kill_grace: float = 5.0, cwd: str = "/") -> HookResult:
     """Run one hook to completion (or timeout) and report; a non-zero exit is not an error
     here, the caller decides. Raises HookError if the program cannot be executed at all."""
     args = tuple(argv)
@@ -407,7 +465,7 @@ def run_hook(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
         if exc.errno in _PROGRAM_ERRNOS:
             raise HookError(_cannot_execute(args[0], cwd, exc)) from exc
         raise
-    run = _Run(proc, args, output_limit)
+    run = _Run(proc, args, settings_limit)
     try:
         return run.supervise(timeout, kill_grace)
     except BaseException:

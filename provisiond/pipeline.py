@@ -268,6 +268,9 @@ class Pipeline:
             tail = " | ".join(result.output_tail.strip().splitlines()[-2:])
             raise StepFailed(step.name, step.code,
                              f"{step.name}: {argv[0]} exited {result.returncode}: {tail}")
+        if result.settings_lost:  # an output the hook set would be missing
+            raise StepFailed(step.name, step.code,
+                             f"{step.name}: {argv[0]}: {result.settings_lost}")
         declared = {spec.name: spec for spec in job.service.outputs}
         for name, raw in result.settings.items():
             spec = declared.get(name)
