@@ -18,6 +18,9 @@ match. When the server cannot replay its session log (it is lost on restart) it 
 present phase listing the survivors; everything known and not listed is reported as gone.
 A cookie is only passed on when every change it covers has been handed to the listener, so a
 consumer that persists (cookie, covers) after acting on change `covers` can resume exactly.
+A cookie the server refuses (e-syncRefreshRequired, or "consumer state is newer than provider"
+from a slapd that restarted with an older contextCSN after a crash) is dropped: the stream
+refreshes without it, which is safe because every entry is re-decided from its current state.
 
 ldap3 says nothing when the server goes away during a persistent search: its receiver thread
 ends and the connection closes. A watchdog notices that within `watchdog` seconds and the
@@ -61,6 +64,12 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["persist", "refresh", "poll"]
 RESULT_SYNC_REFRESH_REQUIRED = 4096  # e-syncRefreshRequired: start again without the cookie
+# unwillingToPerform "consumer state is newer than provider!": the server restarted with an
+# older contextCSN than our cookie (slapd after a SIGKILL restores its last checkpoint) and
+# refuses the cookie until somebody writes. A refresh without it is safe: every actionable
+# entry is sent again and re-decided from its current state.
+RESULT_UNWILLING = 53
+COOKIE_REFUSED = (RESULT_SYNC_REFRESH_REQUIRED, RESULT_UNWILLING)
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,10 @@ class StreamListener(Protocol):
 
 class SearchFailed(DirectoryUnavailable):
     """The server answered the sync or poll search with an error (or garbage)."""
+
+
+class _SearchAgain(Exception):
+    """The server refused our cookie: search again at once, without it (not an outage)."""
 
 
 def text_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[str, ...]]:
@@ -157,6 +170,13 @@ class _Session:
             self.emit(state.uuid, dn, True, attrs)
         self.offer_cookie(state.cookie)
 
+    def catch_up(self, uuid: str, dn: str | None, attrs: Mapping[str, tuple[str, ...]]) -> None:
+        """An entry found outside the sync search during a refresh: delivered unless the
+        refresh delivered it already."""
+        if uuid not in self.seen:
+            self.seen.add(uuid)
+            self.emit(uuid, dn, True, attrs)
+
     def _end_phase(self, cookie: str | None, present: bool, refresh_done: bool) -> None:
         # A present phase lists every survivor; a full reload (no cookie) sends all content.
         if present or (self.full and refresh_done):
@@ -202,6 +222,14 @@ class _Backoff:
         delay = min(self.maximum, self.initial * 2 ** min(self.failures, 32))
         self.failures += 1
         return delay / 2 + random.uniform(0, delay / 2)
+
+
+def _log_cookie_refused(base: str, cookie: str | None, result: Mapping[str, Any]) -> None:
+    code = result.get("result")
+    level = logging.INFO if code == RESULT_SYNC_REFRESH_REQUIRED else logging.WARNING
+    log.log(level, kv(event="full-refresh", base=base, cookie=cookie, rc=code,
+                      reason=result.get("message") or result.get("description"),
+                      msg="the server refused the cookie: refreshing without it"))
 
 
 def _describe(what: str, result: Mapping[str, Any]) -> str:
@@ -306,23 +334,42 @@ class ChangeStream:
 
     def _refresh_pass(self) -> None:
         cookie = self._session.cookie
+        behind = False  # the server's state is older than our cookie
         while True:
             self._session.begin(cookie)
             control = sync_request_control("refreshOnly", cookie)
             messages, result = self._search(self.filter, [control])
             done_control = (result.get("controls") or {}).get(SYNC_DONE_OID)
             done = decode_sync_done(done_control["value"]) if done_control else None
-            if result.get("result") == RESULT_SYNC_REFRESH_REQUIRED and cookie is not None:
-                log.info(kv(event="full-refresh", cookie=cookie, msg="the server requires a full refresh"))
+            if result.get("result") in COOKIE_REFUSED and cookie is not None:
+                _log_cookie_refused(self.base, cookie, result)
+                behind = behind or result.get("result") == RESULT_UNWILLING
                 cookie = done.cookie if done and done.cookie else None
                 continue
             if result.get("result") != 0:
                 raise SearchFailed(_describe(f"sync search on {self.base}", result))
             for message in messages:
                 self._dispatch(message)
+            if behind:
+                self._catch_up()
             # No Sync Done control: claim nothing about deletes rather than infer them all.
             self._session.done(done or SyncDone(cookie=None, refresh_deletes=True))
             return
+
+    def _catch_up(self) -> None:
+        """After the server refused a cookie newer than its state, its refreshOnly answer
+        leaves out the entries newer than its contextCSN (slapd 2.5 bounds the refresh by it;
+        refreshAndPersist does not). A plain search delivers those, so they are neither
+        missed nor taken for deleted."""
+        messages, result = self._search(self.filter, None)
+        if result.get("result") != 0:
+            raise SearchFailed(_describe(f"search on {self.base}", result))
+        for message in messages:
+            if message.get("type") == "searchResEntry":
+                attrs = text_attributes(message.get("raw_attributes") or {})
+                uuid = (attrs.get("entryuuid") or ("",))[0].lower()
+                if uuid:
+                    self._session.catch_up(uuid, message.get("dn"), attrs)
 
     def _poll_pass(self) -> None:
         since = self._poll_csn
@@ -367,11 +414,11 @@ class ChangeStream:
                 try:
                     if self.mode == "persist":
                         self._persist(stop)
-                    else:
-                        self.run_once()
-                        self._backoff.failures = 0
-                        stop.wait(self.interval)
                         continue
+                    self.run_once()
+                    self._backoff.failures = 0
+                    stop.wait(self.interval)
+                    continue
                 except DirectoryUnavailable as exc:
                     self._report(False, str(exc))
                     log.debug(kv(event="stream-down", reason=str(exc)))
@@ -382,7 +429,8 @@ class ChangeStream:
                 self._connection = None
 
     def _persist(self, stop: threading.Event) -> None:
-        """One refreshAndPersist search, until `stop` or until the connection is lost."""
+        """One refreshAndPersist search, until `stop`, until the connection is lost (raises
+        DirectoryUnavailable) or until the server refuses the cookie (returns)."""
         events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         connection = self.factory.open(stream=True)
         cookie = self._session.cookie
@@ -416,14 +464,17 @@ class ChangeStream:
                     while not events.empty():
                         self._persist_message(events.get_nowait())
                     raise DirectoryUnavailable("connection lost: the server closed it") from None
+        except _SearchAgain:
+            return  # the caller searches again at once, without the refused cookie
         finally:
             _unbind_quietly(connection)
 
     def _persist_message(self, message: Mapping[str, Any]) -> None:
         if message.get("type") == "searchResDone":  # the server ended the search
-            if message.get("result") == RESULT_SYNC_REFRESH_REQUIRED:
-                log.info(kv(event="full-refresh", msg="reconnecting without a cookie"))
+            if message.get("result") in COOKIE_REFUSED and self._session.cookie is not None:
+                _log_cookie_refused(self.base, self._session.cookie, message)
                 self._session.cookie = None
+                raise _SearchAgain()
             raise SearchFailed(_describe(f"persistent search on {self.base}", message))
         try:
             self._dispatch(message)

@@ -8,12 +8,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import ldap3
 import pytest
 
-from provisiond.directory.connection import ConnectionFactory, LdapSettings
+from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.stream import Change, ChangeStream, Mode
 from provisiond.testing.slapd import Slapd
 
@@ -75,24 +74,6 @@ class Recorder:
 
 def dn(cn: str) -> str:
     return f"cn={cn},{OU}"
-
-
-@pytest.fixture
-def factory(slapd: Slapd, password_file: Path) -> ConnectionFactory:
-    # timeout must be an int: ldap3 packs the receive timeout with struct 'LL' on Linux.
-    return ConnectionFactory(
-        LdapSettings(
-            uri=slapd.uri, bind_dn=slapd.root_dn, bind_password_file=str(password_file), timeout=5
-        )
-    )
-
-
-@pytest.fixture
-def writer(factory: ConnectionFactory) -> Iterator[ldap3.Connection]:
-    connection = factory.open()
-    yield connection
-    if not connection.closed:
-        connection.unbind()
 
 
 def add(connection: ldap3.Connection, cn: str, mode: str = "add") -> None:
