@@ -35,25 +35,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import psutil
 
+from provisiond.hook_output import HookOutput
 from provisiond.logs import kv
 
 log = logging.getLogger(__name__)
 
 EXIT_RETRY = 75  # EX_TEMPFAIL: transient, retry later
 STANDARD_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-TAIL_BYTES = 4096
 STRAY_GRACE = 1.0  # seconds a hook's leftovers may keep the output pipe open after it exits
 DRAIN_LIMIT = 2.0  # seconds we keep reading once everything we could find was killed
-MAX_SETTING_LINE = 64 * 1024
 _POLL = 0.05
 _TRACK_MAX_INTERVAL = 1.0
-_SET_PREFIX = b"provisiond-set "
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
-_NAME_BYTES = re.compile(rb"[a-z][a-z0-9_]*")
 _PROGRAM_ERRNOS = {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR,
                    errno.ELOOP, errno.EPERM, errno.ENAMETOOLONG}
 
@@ -123,108 +119,6 @@ def hook_environment(*, search_path: Sequence[str], service: str, mode: str, dn:
         if "\0" in value:
             raise ValueError(f"hook environment {key}: contains a NUL character")
     return env
-
-
-class _Output:
-    """Bounded bookkeeping of what the hook printed.
-
-    Every stdout line is looked at, however much output there is, but only lines starting with
-    `provisiond-set ` are kept: up to MAX_SETTING_LINE bytes each and `limit` bytes of settings
-    in all. A setting line that does not fit is counted (and fails the step), never dropped
-    silently. Other lines are skipped with bytes.find, so a flood costs little CPU and no
-    memory beyond one read and the 4 KiB tail."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.seen = 0
-        self.tail = bytearray()
-        self.head = b""  # the start of a line, shorter than the prefix and maybe becoming it
-        self.line_start = True
-        self.line: bytearray | None = None  # the setting being read (after the prefix)
-        self.overlong = False
-        self.settings: dict[str, str] = {}
-        self.kept = 0  # bytes of names and values in settings
-        self.too_long = 0
-        self.over_limit = 0
-
-    def feed(self, chunk: bytes, from_stdout: bool) -> None:
-        self.seen += len(chunk)
-        self.tail += chunk
-        del self.tail[:-TAIL_BYTES]
-        if from_stdout:
-            self._scan(self.head + chunk if self.head else chunk)
-
-    def _scan(self, data: bytes) -> None:
-        self.head = b""
-        pos, end = 0, len(data)
-        while pos < end:
-            if self.line is not None:  # inside a setting line
-                newline = data.find(b"\n", pos)
-                if not self.overlong:
-                    self.line += data[pos : end if newline < 0 else newline]
-                    if len(self.line) > MAX_SETTING_LINE:
-                        self.overlong, self.line = True, bytearray()
-                if newline < 0:
-                    return
-                self._setting()
-                pos, self.line_start = newline + 1, True
-            elif self.line_start:
-                if data.startswith(_SET_PREFIX, pos):
-                    self.line, pos = bytearray(), pos + len(_SET_PREFIX)
-                elif end - pos < len(_SET_PREFIX) and _SET_PREFIX.startswith(data[pos:]):
-                    self.head = data[pos:]  # decided by the next read
-                    return
-                else:
-                    self.line_start = False
-            else:  # inside another line: on to the next setting, or to the last line's start
-                found = data.find(b"\n" + _SET_PREFIX, pos)
-                if found < 0:
-                    found = data.rfind(b"\n", pos)
-                    if found < 0:
-                        return
-                pos, self.line_start = found + 1, True
-
-    def _setting(self) -> None:
-        assert self.line is not None
-        line, overlong = bytes(self.line), self.overlong
-        self.line, self.overlong = None, False
-        if overlong:
-            self.too_long += 1
-            return
-        name, sep, value = line.partition(b"=")
-        if not (sep and _NAME_BYTES.fullmatch(name)):
-            return
-        value = value.rstrip(b"\r")
-        old = self.settings.get(name.decode())
-        kept = self.kept + len(name) + len(value)
-        if old is not None:
-            kept -= len(name) + len(old.encode())
-        if kept > self.limit:
-            self.over_limit += 1
-            return
-        self.settings[name.decode()] = value.decode("utf-8", "replace")
-        self.kept = kept
-
-    def lost(self) -> str:
-        """Why some `provisiond-set` lines were not taken; "" when all were."""
-        count = self.too_long + self.over_limit
-        if not count:
-            return ""
-        why = []
-        if self.too_long:
-            why.append(f"{self.too_long} longer than {MAX_SETTING_LINE // 1024} KiB")
-        if self.over_limit:
-            why.append(f"{self.over_limit} past {self.limit} bytes of settings")
-        return (f"{count} provisiond-set line{'s' * (count > 1)} not taken ({', '.join(why)}): "
-                "outputs may be lost")
-
-    def finish(self) -> tuple[str, Mapping[str, str]]:
-        if self.line is not None:
-            self._setting()  # a last line without a newline still counts
-        tail = bytes(self.tail)
-        if self.seen > len(tail):  # cut mid-stream: skip a split UTF-8 sequence
-            tail = tail[next((i for i, b in enumerate(tail[:4]) if b & 0xC0 != 0x80), 0) :]
-        return tail.decode("utf-8", "replace"), MappingProxyType(dict(self.settings))
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -317,7 +211,7 @@ class _Run:
         assert proc.stdout is not None and proc.stderr is not None
         self.proc = proc
         self.argv = argv
-        self.output = _Output(limit)
+        self.output = HookOutput(limit)
         self.tree = _Tree(proc.pid)
         self.selector = selectors.DefaultSelector()
         self.pipes = [proc.stdout.fileno(), proc.stderr.fileno()]

@@ -12,7 +12,8 @@ import pytest
 
 from provisiond.config import load_config
 from provisiond.engine import Engine
-from provisiond.hooks import MAX_SETTING_LINE, run_hook
+from provisiond.hook_output import MAX_SETTING_LINE
+from provisiond.hooks import run_hook
 from provisiond.testing.slapd import Slapd
 from tests.support import add_item, connect, read, write_config
 from tests.test_engine import _hook, hook_service
