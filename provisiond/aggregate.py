@@ -11,6 +11,14 @@ Two things make these different from per-entry files:
   a burst. A `Mirror` per service keeps them in memory and brings itself up to date before
   each render with an RFC 4533 refreshOnly pass on the provider: the first pass reads every
   active entry, later ones only what changed (deletes included), in about a millisecond.
+- A pass cannot be trusted to show this daemon's own reports: slapd's contextCSN can lag
+  behind an entry's entryCSN when concurrent writes finish out of order, and the pass then
+  says "nothing changed". So when a job reports, the mirror is *settled*: the entry itself is
+  read (a base search, which no sync state delays) and put in or taken out. A file rendered
+  from all entries never lacks an entry this daemon provisioned; changes made elsewhere
+  arrive with the next pass (every render, and `refresh` periodically).
+- An entry whose new values are invalid keeps its last valid ones (provisioned.py keeps them
+  across restarts), so a rejected modify never drops a tenant from the files.
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from provisiond.config.model import RenderAction
+from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.logs import kv
+from provisiond.provisioned import Attributes, ProvisionedStore
 from provisiond.values import InvalidValue, parse_entry
 
 if TYPE_CHECKING:
-    from provisiond.config.model import ServiceSpec, Step
+    from provisiond.config.model import ServiceSpec
     from provisiond.pipeline import Job
 
 log = logging.getLogger("provisiond.aggregate")
@@ -94,8 +105,10 @@ class Mirror:
     """The active entries of one service, validated, kept current by refreshOnly passes.
     It is the change stream's listener; everything runs on the caller's thread."""
 
-    def __init__(self, factory: ConnectionFactory, service: ServiceSpec) -> None:
+    def __init__(self, factory: ConnectionFactory, service: ServiceSpec,
+                 store: ProvisionedStore | None = None) -> None:
         self.service = service
+        self.store = store
         self.members: dict[str, Member] = {}
         self.lock = threading.Lock()
         self.stream = ChangeStream(
@@ -105,20 +118,42 @@ class Mirror:
         )
 
     def on_change(self, change: Change) -> None:
-        if not change.present:
-            self.members.pop(change.uuid, None)
-            return
+        if change.present:
+            self.update(change.uuid, change.dn or "", change.attributes)
+        else:
+            self.remove(change.uuid)
+
+    def update(self, uuid: str, dn: str, attributes: Attributes) -> bool:
+        """The entry is active with `attributes`; the caller holds `lock` (or is the pass).
+        False when the values are invalid (and the last valid ones, if known, stay)."""
         try:
-            values = parse_entry(self.service.values, change.attributes)
+            values = parse_entry(self.service.values, attributes)
         except InvalidValue as exc:
             # One tenant's bad value must not block the others' files, nor take the tenant
             # out of them (a rejected modify must not stop its backups): the last valid
-            # values stay while this process knows them; otherwise the entry is left out.
-            kept = change.uuid in self.members
+            # values stay, from memory or from what this daemon last provisioned.
+            kept = uuid in self.members or self._restore(uuid, dn)
             log.warning(kv(event="aggregate-keeps-previous" if kept else "aggregate-skip",
-                           service=self.service.name, dn=change.dn, msg=str(exc)))
-            return
-        self.members[change.uuid] = Member(change.dn or "", change.uuid, values)
+                           service=self.service.name, dn=dn, msg=str(exc)))
+            return False
+        self.members[uuid] = Member(dn, uuid, values)
+        return True
+
+    def remove(self, uuid: str) -> None:
+        self.members.pop(uuid, None)
+        if self.store is not None:
+            self.store.forget(uuid)
+
+    def _restore(self, uuid: str, dn: str) -> bool:
+        saved = self.store.load(uuid) if self.store is not None else None
+        if saved is None:
+            return False
+        try:
+            values = parse_entry(self.service.values, saved)
+        except InvalidValue:
+            return False
+        self.members[uuid] = Member(dn, uuid, values)
+        return True
 
     def on_cookie(self, cookie: str, covers: int) -> None:
         del cookie, covers  # kept by the stream itself between passes
@@ -137,11 +172,14 @@ class Mirror:
 
 
 class Aggregates:
-    def __init__(self, factory: ConnectionFactory, services: Sequence[ServiceSpec] = ()) -> None:
+    def __init__(self, factory: ConnectionFactory, services: Sequence[ServiceSpec] = (),
+                 state_dir: Path | None = None) -> None:
         self.services = {spec.name: spec for spec in services}
+        self.state_dir = state_dir
         # Read from the provider, where this daemon's own reports land first.
         settings = factory.settings
         self.factory = ConnectionFactory(replace(settings, uri=settings.write_uri or settings.uri))
+        self.directory = Directory(self.factory)
         self._lock = threading.Lock()
         self._coalescers: dict[Path, Coalescer] = {}
         self._mirrors: dict[str, Mirror] = {}
@@ -185,8 +223,36 @@ class Aggregates:
         with self._lock:
             mirror = self._mirrors.get(service.name)
             if mirror is None:
-                mirror = self._mirrors[service.name] = Mirror(self.factory, service)
+                store = (ProvisionedStore(self.state_dir, service.name)
+                         if self.state_dir is not None else None)
+                mirror = self._mirrors[service.name] = Mirror(self.factory, service, store)
             return mirror
+
+    def mirrored(self, service: ServiceSpec) -> bool:
+        """Whether anything reads `service`'s mirror: its own files rendered from all
+        entries, or another service's references to its entries."""
+        return any(step.action.scope == "all" for steps in service.steps.values()
+                   for step in steps if isinstance(step.action, RenderAction)) or any(
+            service.name in other.references.values() for other in self.services.values())
+
+    def settle(self, job: Job) -> None:
+        """After `job` reported: put its entry in the mirror as the directory has it now, or
+        take it out, without waiting for a refresh pass to show it (see the module doc).
+        Raises DirectoryUnavailable."""
+        service = job.service
+        if not self.mirrored(service):
+            return
+        found = self.directory.search(job.dn, service.aggregate_filter,
+                                      service.ldap_attributes(), scope="base")
+        mirror = self.mirror(service)
+        with mirror.lock:
+            entry = next((e for e in found if e.uuid == job.uuid), None)
+            if entry is None:
+                mirror.remove(job.uuid)
+                return
+            valid = mirror.update(entry.uuid, entry.dn, entry.attributes)
+            if valid and mirror.store is not None and job.request != "delete":
+                mirror.store.save(entry.uuid, entry.attributes)
 
     def resolve(self, service_name: str, dn: str) -> Member | None:
         """The active entry of `service_name` at `dn`, current as of now, or None."""
@@ -210,10 +276,9 @@ class Aggregates:
             refs[name] = target
         return refs, None, 0
 
-    def render(self, job: Job, step: Step, path: Path,
+    def render(self, service: ServiceSpec, path: Path,
                render: Callable[[list[Member]], None]) -> None:
-        del step  # the path identifies the file; the step is the caller's concern
-        self.coalescer(path).run(lambda: render(self.entries(job.service)))
+        self.coalescer(path).run(lambda: render(self.entries(service)))
 
 
 def find_dn(members: Iterable[Member], dn: str) -> Member | None:

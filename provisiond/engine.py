@@ -6,43 +6,62 @@
 Guarantees, and where they come from:
 - one entry is never processed twice at once: `_busy` holds the UUIDs in the hands of a
   worker; a change arriving meanwhile waits in `_again` and is looked at afterwards;
-- exactly once across daemons: the claim is a compare-and-swap on the mode (lifecycle);
-- nothing stranded: the journal names this daemon's claims; `recover` resumes them;
-- nothing lost: a cookie is stored only after all it covers is handled (watermark), and
-  future-dated entries, which a cookie moves past, are found again by `recover` on every (re)connect.
+- exactly once across daemons: the claim is a compare-and-swap on the mode (lifecycle), and a
+  resume needs proof that the claim was ours (journal.ownership);
+- nothing stranded: the journal names this daemon's claims; they are resumed at start, ahead
+  of every request (a daemon in a crash loop still reaches them), and on every reconnect;
+- nothing lost: a change's stream sequence numbers stay outstanding until the change is
+  settled (handled, or moot); a change deferred to a retry carries them along, so a stop
+  before the retry leaves the cookie before it and the restart sees the change again
+  (watermark); future-dated entries, which a cookie moves past, are found again by `recover`;
+- every claimed entry ends with an outcome in the directory: an unexpected exception fails it
+  with a code and a message, and a report the server refuses is replaced by a failure report.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import jinja2
 
 from provisiond import lifecycle
 from provisiond.aggregate import Aggregates
 from provisiond.clock import Clock
-from provisiond.config.model import Config
-from provisiond.directory.access import Directory, Entry
+from provisiond.config.model import Config, HookAction, ServiceSpec
+from provisiond.directory.access import Directory, Entry, WriteResult
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
 from provisiond.directory.stream import Change
-from provisiond.journal import Claim
+from provisiond.hostlock import AggregateLocks
+from provisiond.journal import Claim, Ownership, new_token, ownership
 from provisiond.logs import kv
 from provisiond.pipeline import Job, Pipeline, StepFailed
 from provisiond.render import make_environment
 from provisiond.runtime import Counters, ServiceRuntime, Work
 from provisiond.scheduler import Scheduler
+from provisiond.tempsweep import sweep
 from provisiond.values import InvalidValue, has_control_characters, parse_entry
 
 log = logging.getLogger("provisiond.engine")
 
 LOST_RACE = {16, 32, 122}  # noSuchAttribute, noSuchObject, assertionFailed
+NO_SUCH_OBJECT = 32
 COOKIE_SAVE_INTERVAL = 1.0
+AGGREGATE_REFRESH_SECONDS = 60.0
+RECONNECT_SPREAD_SECONDS = 1.0
+PRIORITY_RESUME, PRIORITY_REQUEST, PRIORITY_STOP = 0, 1, 2
 
+
+class Interrupted(Exception):
+    """The daemon is stopping while the directory is unavailable: the work is done or
+    half-done, and the journal resumes the entry on the next start."""
 
 
 class Engine:
@@ -52,12 +71,14 @@ class Engine:
         self.factory = ConnectionFactory(config.ldap)
         self.directory = Directory(self.factory)
         self.env: jinja2.Environment = make_environment(config.templates)
-        self.aggregates = Aggregates(self.factory, config.services)
+        self.aggregates = Aggregates(self.factory, config.services, config.state_dir)
         self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
         self.scheduler = Scheduler(self.clock, self._due)
         self.counters = Counters()
+        self.locks = AggregateLocks()
         self.services = {spec.name: ServiceRuntime(self, spec) for spec in config.services}
-        self._queue: queue.Queue[Work | None] = queue.Queue()
+        self._queue: queue.PriorityQueue[tuple[int, int, Work | None]] = queue.PriorityQueue()
+        self._order = iter(range(1 << 62))  # FIFO within a priority; next() is atomic
         self._lock = threading.Condition()
         self._busy: set[str] = set()
         self._again: dict[str, Work] = {}
@@ -99,11 +120,15 @@ class Engine:
             if work.uuid in self._busy:
                 earlier = self._again.get(work.uuid)
                 seqs = (earlier.seqs if earlier else ()) + work.seqs
-                self._again[work.uuid] = Work(work.service, work.uuid, work.dn, work.kind,
-                                              work.attempt, seqs)
+                kind = "resume" if earlier and earlier.kind == "resume" else work.kind
+                self._again[work.uuid] = replace(work, kind=kind, seqs=seqs, progress=None)
                 return
             self._busy.add(work.uuid)
-        self._queue.put(work)
+        self._enqueue(work)
+
+    def _enqueue(self, work: Work) -> None:
+        priority = PRIORITY_RESUME if work.kind == "resume" else PRIORITY_REQUEST
+        self._queue.put((priority, next(self._order), work))
 
     def _due(self, work: Work) -> None:
         with self._lock:
@@ -117,27 +142,28 @@ class Engine:
 
     # -- recovery --------------------------------------------------------------------------------
 
+    def resume_journal(self, rt: ServiceRuntime) -> None:
+        """Queue our journalled claims (resumes go ahead of every request)."""
+        for claim in rt.journal.claims():
+            with self._lock:
+                if claim.uuid in self._busy or claim.uuid in self._retrying:
+                    continue  # ours and in hand: nothing was stranded
+            log.info(kv(event="resume", service=rt.spec.name, dn=claim.dn, uuid=claim.uuid,
+                        mode=claim.request))
+            self.submit(Work(rt.spec.name, claim.uuid, claim.dn, kind="resume"))
+
     def recover(self, rt: ServiceRuntime) -> None:
         """On start and every reconnect: resume our stranded claims, find future-dated work."""
         try:
             names = rt.spec.attributes
             attributes = rt.spec.ldap_attributes()
-            claims = {c.uuid: c for c in rt.journal.claims()}
             if rt.spec.recover == "all":
                 for entry in self.directory.search(rt.spec.base, rt.spec.working_filter,
                                                    attributes, rt.spec.scope):
                     state = lifecycle.read_state(names, entry.attributes)
-                    if lifecycle.is_stranded(state) and entry.uuid not in claims:
-                        claim = Claim(entry.uuid, entry.dn, state.working_request or "")
-                        rt.journal.record(claim)
-                        claims[entry.uuid] = claim
-            for claim in claims.values():
-                with self._lock:
-                    if claim.uuid in self._busy or claim.uuid in self._retrying:
-                        continue  # ours and in hand: nothing was stranded
-                log.info(kv(event="resume", service=rt.spec.name, dn=claim.dn, uuid=claim.uuid,
-                            mode=claim.request))
-                self.submit(Work(rt.spec.name, claim.uuid, claim.dn, kind="resume"))
+                    if lifecycle.is_stranded(state) and not rt.journal.holds(entry.uuid):
+                        rt.journal.record(Claim(entry.uuid, entry.dn, state.working_request or ""))
+            self.resume_journal(rt)
             if rt.saved_cookie:  # the stream will not re-deliver entries waiting for a date
                 dated = f"(&{rt.spec.sync_filter}(!({names.execution_date}=0)))"
                 for entry in self.directory.search(rt.spec.base, dated, attributes, rt.spec.scope):
@@ -145,70 +171,134 @@ class Engine:
         except DirectoryUnavailable as exc:
             log.warning(kv(event="recover-deferred", service=rt.spec.name, reason=str(exc)))
 
+    def _prove(self, rt: ServiceRuntime, work: Work, entry: Entry) -> bool:
+        """Whether the stranded `entry` is ours to resume (journal.py says how that is
+        proven); a claim that is not is forgotten or watched, never resumed blindly."""
+        claim = rt.journal.get(entry.uuid)
+        if claim is None:
+            return False
+        names = rt.spec.attributes
+        message = lifecycle.first(entry.attributes, names.message) if names.message else None
+        owner = ownership(claim, message, names.message is not None)
+        if owner is Ownership.OURS or (owner is Ownership.UNPROVEN and rt.spec.recover == "all"):
+            return True
+        if owner is Ownership.THEIRS:
+            log.info(kv(event="claim-not-ours", service=rt.spec.name, dn=entry.dn,
+                        uuid=entry.uuid, msg="another daemon's claim: left to its owner"))
+            rt.journal.forget(entry.uuid)
+            return False
+        quiet = self.quiet_period(rt.spec, claim.request)
+        log.warning(kv(event="claim-unproven", service=rt.spec.name, dn=entry.dn,
+                       uuid=entry.uuid, wait=f"{quiet:g}s",
+                       msg="interrupted inside the claim's round trip: resumed if the entry "
+                           "stays untouched for longer than a live owner could take"))
+        self.scheduler.add(("unproven", rt.spec.name, entry.uuid),
+                           self.clock.now() + timedelta(seconds=quiet),
+                           replace(work, kind="unproven", csn=_csn(entry)))
+        return False
+
+    def quiet_period(self, spec: ServiceSpec, request: str) -> float:
+        """The longest a live daemon can hold a claim of `request` without writing to the
+        entry: every step at its timeout, on every transient retry, plus the retry waits."""
+        hooks, retry = self.config.hooks, self.config.retry
+        steps = sum((s.action.timeout if isinstance(s.action, HookAction) and s.action.timeout
+                     else hooks.timeout) + hooks.kill_grace for s in spec.steps_for(request))
+        return steps * (retry.limit + 1) + retry.maximum * retry.limit + 60.0
+
+    def _check_unproven(self, rt: ServiceRuntime, work: Work) -> None:
+        try:
+            entry = self._fresh(rt, work)
+        except DirectoryUnavailable:
+            self.scheduler.add(("unproven", work.service, work.uuid),
+                               self.clock.now() + timedelta(seconds=self.retry_delay(0)), work)
+            return
+        state = lifecycle.read_state(rt.spec.attributes, entry.attributes) if entry else None
+        if entry is None or state is None or not lifecycle.is_stranded(state):
+            rt.journal.forget(work.uuid)  # its owner finished it (or it is gone)
+            return
+        if _csn(entry) != work.csn:  # written to meanwhile: somebody is at work; wait again
+            self._prove(rt, work, entry)
+            return
+        log.warning(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
+                       msg="unproven claim, untouched for the quiet period"))
+        rt.journal.record(Claim(entry.uuid, entry.dn, state.working_request or "",
+                                confirmed=True))
+        self.submit(Work(rt.spec.name, entry.uuid, entry.dn, kind="resume"))
+
     # -- workers ---------------------------------------------------------------------------------
 
     def _worker(self) -> None:
         while True:
-            work = self._queue.get()
+            _, _, work = self._queue.get()
             if work is None:
                 return
+            settled = False
             try:
-                self._process(work)
+                settled = self._process(work)
+            except Interrupted as exc:
+                log.warning(kv(event="interrupted", service=work.service, uuid=work.uuid,
+                               reason=str(exc)))
             except Exception:  # noqa: BLE001 - a bug must not kill the worker
+                self.counters.count(work.service, "error")
                 log.exception(kv(event="internal-error", service=work.service, uuid=work.uuid))
             finally:
-                self._finish(work)
+                self._finish(work, settled)
 
-    def _finish(self, work: Work) -> None:
+    def _finish(self, work: Work, settled: bool) -> None:
+        """Release the entry. Its changes count as handled only when `settled`: a change
+        deferred to a retry carries them along, one interrupted keeps the cookie before it."""
         rt = self.services[work.service]
-        for seq in work.seqs:
-            rt.watermark.handled(seq)
+        if settled:
+            for seq in work.seqs:
+                rt.watermark.handled(seq)
         with self._lock:
             again = self._again.pop(work.uuid, None)
             if again is None or self._stopping.is_set():
-                self._busy.discard(work.uuid)
+                self._busy.discard(work.uuid)  # a dropped `again` leaves its seqs outstanding
                 self._lock.notify_all()
-                if again is not None:
-                    for seq in again.seqs:
-                        rt.watermark.handled(seq)
                 return
-        self._queue.put(again)
+        self._enqueue(again)
 
     def _fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
-        attributes = rt.spec.ldap_attributes()
+        attributes = (*rt.spec.ldap_attributes(), "entryCSN")
         entry = self.directory.read(work.dn, attributes) if work.dn else None
         if entry is None or entry.uuid != work.uuid:  # renamed, or gone
             entry = self.directory.find_uuid(rt.spec.base, work.uuid, attributes)
         return entry
 
-    def _process(self, work: Work) -> None:
+    def _process(self, work: Work) -> bool:
+        """Look at one entry now; True when the change that brought it is settled."""
         rt = self.services[work.service]
         spec, names = rt.spec, rt.spec.attributes
+        if work.kind == "unproven":
+            self._check_unproven(rt, work)
+            return True
         try:
             entry = self._fresh(rt, work)
         except DirectoryUnavailable as exc:
-            self._retry_later(rt, work, f"directory unavailable: {exc}")
-            return
+            return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
         if entry is None:
             if work.kind == "resume":
                 rt.journal.forget(work.uuid)
-            return
+            return True
         state = lifecycle.read_state(names, entry.attributes)
         invalid: str | None = None
         if work.kind == "resume":
             if not lifecycle.is_stranded(state):
                 rt.journal.forget(work.uuid)
-                return
+                return True
+            if not self._prove(rt, work, entry):
+                return True
             request = state.working_request or ""
         else:
             decision = lifecycle.decide(state, self.clock.now())
             if decision.action is lifecycle.Action.WAIT:
                 self.consider(rt, entry, None)
-                return
+                return True
             if decision.action is lifecycle.Action.IGNORE or decision.request is None:
                 if lifecycle.is_stranded(state) and rt.journal.holds(entry.uuid):
                     self.submit_later_resume(rt, entry)
-                return
+                return True
             request = decision.request
             if decision.action is lifecycle.Action.INVALID:
                 invalid = decision.reason
@@ -227,8 +317,7 @@ class Engine:
             try:
                 refs, unresolved, code = self.aggregates.references(spec, values)
             except DirectoryUnavailable as exc:
-                self._retry_later(rt, work, f"directory unavailable: {exc}")
-                return
+                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
             if unresolved:
                 invalid, invalid_code = unresolved, code
         if invalid is None and work.kind == "request":
@@ -236,38 +325,55 @@ class Engine:
             if unmet:
                 log.info(kv(event="waiting", service=spec.name, dn=entry.dn, uuid=entry.uuid,
                             mode=request, reason=unmet))
-                return
+                return True
 
-        if work.kind == "request" and not self._claim(rt, entry, state, request):
-            return
+        if work.kind == "request":
+            claimed = self._claim(rt, work, entry, state, request)
+            if claimed is not True:
+                return claimed is False  # lost: settled; None: deferred with its change
+        started = time.monotonic()
         if invalid is not None:
             self._report_failure(rt, entry, request, invalid_code, f"validate: {invalid}",
-                                 time.monotonic())
-            return
+                                 started)
+            return True
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
                   refs=refs)
-        self._provision(rt, work, entry, job)
+        try:
+            return self._provision(rt, work, entry, job, started)
+        except (Interrupted, DirectoryUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - claimed: it must end with an outcome
+            log.exception(kv(event="internal-error", service=spec.name, uuid=entry.uuid))
+            self._report_failure(rt, entry, request, spec.invalid_code,
+                                 f"internal error: {type(exc).__name__}: {exc}", started)
+            return True
 
-    def _provision(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job) -> None:
+    def _provision(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job,
+                   started: float) -> bool:
         """Run the steps of a claimed entry and report the outcome. The entry stays in the
-        aggregate overlay until its outcome is in the directory, so a concurrent aggregate
-        render never sees it neither in flight nor provisioned."""
-        spec, request, started = rt.spec, job.request, time.monotonic()
+        aggregate overlay until its outcome is in the directory and in the mirror, so a
+        concurrent aggregate render never sees it neither in flight nor provisioned."""
+        spec, request = rt.spec, job.request
         self.aggregates.begin(job)
         try:
             try:
                 outcome = self.pipeline.run(job, work.progress if work.kind == "resume" else None)
             except StepFailed as failure:
                 if failure.transient and work.attempt < self.config.retry.limit:
-                    self._retry_later(rt, Work(spec.name, entry.uuid, entry.dn, "resume",
-                                               work.attempt, progress=failure.outcome),
-                                      failure.message)
-                else:
-                    self._report_failure(rt, entry, request, failure.code, failure.message,
-                                         started)
-                return
-            self._report(rt, entry, lifecycle.success_changes(
+                    return self._retry_later(rt, replace(work, kind="resume",
+                                                         progress=failure.outcome),
+                                             failure.message)
+                self._report_failure(rt, entry, request, failure.code, failure.message, started)
+                return True
+            result = self._report(rt, entry, lifecycle.success_changes(
                 spec.attributes, request, self.clock.now(), outcome.outputs, "ok"))
+            if not result.ok:
+                self._report_failure(
+                    rt, entry, request, spec.invalid_code,
+                    f"report: the directory refused the outcome ({result.description}, "
+                    f"{result.code}): {request} ran, its result is not recorded", started)
+                return True
+            self._settle(rt, job)
         finally:
             self.aggregates.end(job)
         rt.journal.forget(entry.uuid)
@@ -275,31 +381,47 @@ class Engine:
         log.info(kv(event=lifecycle.DONE[request], service=spec.name, dn=entry.dn,
                     uuid=entry.uuid, mode=lifecycle.DONE[request], rc=0,
                     ms=int((time.monotonic() - started) * 1000)))
+        return True
+
+    def _settle(self, rt: ServiceRuntime, job: Job) -> None:
+        try:
+            self.aggregates.settle(job)
+        except DirectoryUnavailable as exc:  # the next pass shows it; nothing is lost
+            log.warning(kv(event="settle-deferred", service=rt.spec.name, uuid=job.uuid,
+                           reason=str(exc)))
 
     def submit_later_resume(self, rt: ServiceRuntime, entry: Entry) -> None:
-        """A claim whose answer was lost (server gone mid-modify) turned out to be ours."""
+        """A claim whose answer was lost (server gone mid-modify) may be ours: look again as
+        a resume, which proves ownership before running anything."""
         log.info(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid))
         with self._lock:
             self._again[entry.uuid] = Work(rt.spec.name, entry.uuid, entry.dn, kind="resume")
 
-    def _claim(self, rt: ServiceRuntime, entry: Entry, state: lifecycle.EntryState,
-               request: str) -> bool:
+    def _claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
+               state: lifecycle.EntryState, request: str) -> bool | None:
+        """True: ours. False: not ours, nothing more to do. None: deferred to a retry."""
         names = rt.spec.attributes
-        rt.journal.record(Claim(entry.uuid, entry.dn, request))
+        token = new_token()
+        rt.journal.record(Claim(entry.uuid, entry.dn, request, token=token))
         try:
             result = self.directory.modify(
                 entry.dn,
-                lifecycle.claim_changes(names, state, request),
+                lifecycle.claim_changes(names, state, request, token),
                 controls=[assertion_control(lifecycle.claim_filter(names, request))],
             )
         except DirectoryUnavailable as exc:
             # The claim may or may not have been applied: keep the journal record, so the
-            # retry (or the next start) resumes the entry if it is now ours at `-ing`.
-            self._retry_later(rt, Work(rt.spec.name, entry.uuid, entry.dn), str(exc))
-            return False
+            # retry (or the next start) resumes the entry if it proves to be ours.
+            self._retry_later(rt, work, str(exc), outage=True)
+            return None
         if not result.ok:
             rt.journal.forget(entry.uuid)
-            if result.code in LOST_RACE:
+            if result.code == NO_SUCH_OBJECT and self._still_there(rt, entry):
+                self.counters.count(rt.spec.name, "failure")
+                log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
+                             uuid=entry.uuid, rc=result.code,
+                             msg="the entry exists but its DN could not be addressed"))
+            elif result.code in LOST_RACE:
                 self.counters.count_lost_race()
                 log.debug(kv(event="claim-lost", service=rt.spec.name, dn=entry.dn,
                              uuid=entry.uuid, rc=result.code))
@@ -307,44 +429,72 @@ class Engine:
                 log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
                              uuid=entry.uuid, rc=result.code, msg=result.description))
             return False
+        rt.journal.confirm(entry.uuid)
         log.info(kv(event="claimed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
                     mode=lifecycle.WORKING[request]))
         return True
 
-    def _retry_later(self, rt: ServiceRuntime, work: Work, reason: str) -> None:
-        if self._stopping.is_set():
-            return  # the journal (if claimed) or the entry itself brings it back
+    def _still_there(self, rt: ServiceRuntime, entry: Entry) -> bool:
+        try:
+            return self.directory.find_uuid(rt.spec.base, entry.uuid, ["1.1"]) is not None
+        except DirectoryUnavailable:
+            return False
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential with equal jitter (half to all of the nominal delay), so entries that
+        failed together do not retry in lock-step."""
         retry = self.config.retry
-        delay = min(retry.initial * (2 ** work.attempt), retry.maximum)
-        again = Work(work.service, work.uuid, work.dn, work.kind, work.attempt + 1,
-                     progress=work.progress)
+        nominal = min(retry.initial * (2 ** min(attempt, 32)), retry.maximum)
+        return nominal / 2 + random.uniform(0, nominal / 2)
+
+    def _retry_later(self, rt: ServiceRuntime, work: Work, reason: str,
+                     outage: bool = False) -> bool:
+        """Schedule `work` again; its change stays unsettled (False) and goes along with it.
+        `outage`: it waits for the directory, so a reconnect brings it forward."""
+        if self._stopping.is_set():
+            return False  # the journal (if claimed) or the stream brings it back
+        delay = self.retry_delay(work.attempt)
+        again = replace(work, attempt=work.attempt + 1, outage=outage)
         with self._lock:
             self._retrying.add(work.uuid)
         self.scheduler.add(("retry", rt.spec.name, work.uuid),
-                           self.clock.now() + timedelta(seconds=delay),
-                           again)
+                           self.clock.now() + timedelta(seconds=delay), again)
         self.counters.count_retry()
         log.warning(kv(event="retry", service=rt.spec.name, dn=work.dn, uuid=work.uuid,
-                       attempt=again.attempt, delay=f"{delay:g}s", reason=reason))
+                       attempt=again.attempt, delay=f"{delay:.3g}s", reason=reason))
+        return False
+
+    def directory_back(self) -> None:
+        """A stream reconnected: retries that were waiting for the directory go now, spread
+        over up to a second (not all at once), their backoff started afresh."""
+        spread = min(self.config.retry.initial, RECONNECT_SPREAD_SECONDS)
+        for key, work in self.scheduler.select(
+                lambda key, item: isinstance(item, Work) and item.outage):
+            self.scheduler.add(key, self.clock.now() + timedelta(
+                seconds=random.uniform(0, spread)), replace(work, attempt=0))
 
     def _report_failure(self, rt: ServiceRuntime, entry: Entry, request: str, code: int,
                         message: str, started: float) -> None:
-        self._report(rt, entry, lifecycle.failure_changes(rt.spec.attributes, code, message))
+        result = self._report(rt, entry, lifecycle.failure_changes(rt.spec.attributes, code,
+                                                                   message))
         rt.journal.forget(entry.uuid)
         self.counters.count(rt.spec.name, "failure")
         log.error(kv(event="failed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
                      mode=lifecycle.WORKING[request], rc=code,
+                     unreported=True if not result.ok else None,
                      ms=int((time.monotonic() - started) * 1000), msg=lifecycle.clip(message)))
 
-    def _report(self, rt: ServiceRuntime, entry: Entry, changes: lifecycle.Changes) -> None:
-        """Write the outcome; while the directory is down, keep trying (the work is done)."""
+    def _report(self, rt: ServiceRuntime, entry: Entry, changes: lifecycle.Changes) -> WriteResult:
+        """Write the outcome; while the directory is down, keep trying (the work is done).
+        Raises Interrupted when the daemon stops meanwhile."""
         delay = self.config.retry.initial or 0.5
         while True:
             try:
                 result = self.directory.modify(entry.dn, changes)
             except DirectoryUnavailable as exc:
                 if self._stopping.wait(delay):
-                    raise  # the journal resumes the entry on the next start
+                    raise Interrupted(f"stopping before the outcome could be reported "
+                                      f"({exc}); the next start resumes it") from exc
                 log.warning(kv(event="report-retry", service=rt.spec.name, dn=entry.dn,
                                reason=str(exc)))
                 delay = min(delay * 2, self.config.retry.maximum)
@@ -352,22 +502,52 @@ class Engine:
             if not result.ok:
                 log.error(kv(event="report-failed", service=rt.spec.name, dn=entry.dn,
                              uuid=entry.uuid, rc=result.code, msg=result.description))
-            return
+            return result
 
     # -- running -----------------------------------------------------------------------------------
 
     def start_workers(self) -> None:
+        """Claim this host's aggregate files, sweep stale temp files, queue the journal's
+        resumes, then start the workers (before any stream delivers a request)."""
+        self.locks.acquire(path for rt in self.services.values()
+                           for _, _, path in self.pipeline.aggregate_steps(rt.spec))
+        sweep(self._written_directories())
+        for rt in self.services.values():
+            self.resume_journal(rt)
         self.scheduler.start()
         for number in range(self.config.workers):
             thread = threading.Thread(target=self._worker, name=f"worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        saver = threading.Thread(target=self._save_cookies_loop, name="cookies", daemon=True)
-        saver.start()
+        for target, name in ((self._save_cookies_loop, "cookies"),
+                             (self._refresh_aggregates_loop, "aggregates")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _written_directories(self) -> list[Path]:
+        state = self.config.state_dir
+        found = [state, state / "inflight", state / "provisioned"]
+        for rt in self.services.values():
+            found += [rt.journal.directory, state / "provisioned" / rt.spec.name]
+            found += self.pipeline.written_directories(rt.spec)
+        return found
 
     def _save_cookies_loop(self) -> None:
         while not self._stopping.wait(COOKIE_SAVE_INTERVAL):
             self.save_cookies()
+
+    def _refresh_aggregates_loop(self) -> None:
+        """Files rendered from all entries follow changes made elsewhere (another host's
+        daemon, an operator) even when nothing here changes."""
+        while not self._stopping.wait(AGGREGATE_REFRESH_SECONDS):
+            self.refresh_aggregates()
+
+    def refresh_aggregates(self) -> None:
+        for rt in self.services.values():
+            try:
+                self.pipeline.refresh_aggregates(rt.spec)
+            except (StepFailed, DirectoryUnavailable) as exc:
+                log.warning(kv(event="aggregate-refresh-failed", service=rt.spec.name,
+                               reason=str(exc)))
 
     def save_cookies(self) -> None:
         for rt in self.services.values():
@@ -400,7 +580,8 @@ class Engine:
         return threads
 
     def once(self) -> int:
-        """One refresh pass of every service, everything actionable processed: 0 if no failure."""
+        """One refresh pass of every service, everything actionable processed: 0 if nothing
+        failed, 1 if an entry failed or an internal error occurred, 69 if unreachable."""
         self.start_workers()
         try:
             for rt in self.services.values():
@@ -412,7 +593,7 @@ class Engine:
             return 69  # EX_UNAVAILABLE
         self.wait_idle()
         self.shutdown(grace=self.config.shutdown_grace)
-        return 0 if self.counters.failed == 0 else 1
+        return 0 if self.counters.failed == 0 and self.counters.errors == 0 else 1
 
     def shutdown(self, grace: float) -> bool:
         """Take no new work, let in-flight entries finish within `grace`, save cookies."""
@@ -423,7 +604,7 @@ class Engine:
             # drop queued but unstarted work: the stream or the journal brings it back
             while True:
                 try:
-                    item = self._queue.get_nowait()
+                    _, _, item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is not None:
@@ -432,6 +613,11 @@ class Engine:
                 self._lock.wait(timeout=0.1)
             finished = not self._busy
         for _ in self._threads:
-            self._queue.put(None)
+            self._queue.put((PRIORITY_STOP, next(self._order), None))
         self.save_cookies()
+        self.locks.release()
         return finished
+
+
+def _csn(entry: Entry) -> str:
+    return (entry.attributes.get("entrycsn") or ("",))[0]

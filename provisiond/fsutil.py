@@ -93,9 +93,11 @@ def _same_content(path: Path, data: bytes, mode: int, owner: tuple[int, int] | N
 
 
 def _write_temp(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> Path:
-    """A fully written and fsynced `.<name>.<random>.tmp` beside `path`; removed on error."""
+    """A fully written and fsynced `.<name>.<pid>.<random>.tmp` beside `path`; removed on
+    error. The pid lets a later start tell a crashed writer's leftovers from a live one's
+    (tempsweep.py)."""
     for _ in range(100):
-        temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temp, flags, 0o600)

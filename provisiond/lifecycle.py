@@ -129,14 +129,21 @@ def claim_filter(names: StateAttributes, request: str) -> str:
     return f"(&({names.mode}={request})({names.state}=0))"
 
 
-def claim_changes(names: StateAttributes, entry: EntryState, request: str) -> Changes:
+def claim_message(token: str) -> str:
+    """The message a claim writes: says what is going on, and carries the claim's token,
+    the proof of ownership a resume checks (journal.py)."""
+    return f"in progress: claim {token}"
+
+
+def claim_changes(names: StateAttributes, entry: EntryState, request: str,
+                  token: str = "") -> Changes:
     """add -> adding in one modify; deleting the old value fails if it is gone (lost race)."""
     changes: Changes = {
         names.mode: [(MODIFY_DELETE, [entry.mode or request]), (MODIFY_ADD, [WORKING[request]])],
         names.return_value: [(MODIFY_REPLACE, [])],
     }
     if names.message:
-        changes[names.message] = [(MODIFY_REPLACE, [])]
+        changes[names.message] = [(MODIFY_REPLACE, [claim_message(token)] if token else [])]
     return changes
 
 

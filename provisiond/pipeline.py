@@ -95,6 +95,22 @@ class Outcome:
     changed: list[str] = field(default_factory=list)
 
 
+def aggregate_context(service: ServiceSpec) -> dict[str, Any]:
+    """What paths and templates of files rendered from all entries see besides `entries`."""
+    return {"service": service.name, "vars": service.vars}
+
+
+class _Probe(str):
+    """Stands for every entry-dependent name when the entry-independent part of a path is
+    wanted: any attribute or item of it is the marker itself."""
+
+    def __getattr__(self, name: str) -> _Probe:
+        return self
+
+    def __getitem__(self, key: Any) -> _Probe:
+        return self
+
+
 class Pipeline:
     # Called as observe(service, step, seconds, ok) after every step (metrics); None: nothing.
     observe: Callable[[str, str, float, bool], None] | None = None
@@ -126,6 +142,13 @@ class Pipeline:
                     raise StepFailed(step.name, step.code,
                                      f"{step.name}: directory unavailable: {exc}",
                                      transient=True) from exc
+                except StepFailed:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug fails the entry, not the daemon
+                    log.exception(kv(event="internal-error", service=job.service.name,
+                                     uuid=job.uuid, step=step.name))
+                    raise StepFailed(step.name, step.code, f"{step.name}: internal error: "
+                                     f"{type(exc).__name__}: {exc}") from exc
             except StepFailed as failure:
                 failure.outcome = outcome
                 if self.observe:
@@ -151,7 +174,7 @@ class Pipeline:
         try:
             if isinstance(action, RenderAction):
                 if action.scope == "all":
-                    self._render_all(job, step, action)
+                    self.render_all(job.service, step, action)
                 else:
                     self._render_entry(job, step, action, context, outcome)
             elif isinstance(action, HookAction):
@@ -172,14 +195,62 @@ class Pipeline:
     # -- paths -------------------------------------------------------------------------------
 
     def _path(self, job: Job, step: Step, source: str, context: Mapping[str, Any]) -> Path:
+        return self._service_path(job.service, step, source, context)
+
+    def _service_path(self, service: ServiceSpec, step: Step, source: str,
+                      context: Mapping[str, Any]) -> Path:
         text = render_string(self.env, source, context)
-        if not job.service.roots:
+        if not service.roots:
             raise StepFailed(step.name, step.code,
-                             f"{step.name}: service {job.service.name} declares no roots")
+                             f"{step.name}: service {service.name} declares no roots")
         try:
-            return confine(text, job.service.roots)
+            return confine(text, service.roots)
         except PathNotAllowed as exc:
             raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
+
+    # -- what a service writes, known before any entry -------------------------------------------
+
+    def aggregate_steps(self, service: ServiceSpec) -> list[tuple[Step, RenderAction, Path]]:
+        """The distinct files rendered from all entries, with the first step writing each."""
+        found: dict[Path, tuple[Step, RenderAction, Path]] = {}
+        for steps in service.steps.values():
+            for step in steps:
+                action = step.action
+                if isinstance(action, RenderAction) and action.scope == "all":
+                    path = self._service_path(service, step, action.path,
+                                              aggregate_context(service))
+                    found.setdefault(path, (step, action, path))
+        return list(found.values())
+
+    def written_directories(self, service: ServiceSpec) -> list[Path]:
+        """The directories the service's render steps write into, as far as they do not
+        depend on an entry (for the start-up sweep of temp files)."""
+        directories = []
+        marker = "\x00entry\x00"
+        probe = _Probe(marker)
+        context = {**aggregate_context(service), "values": probe, "refs": probe,
+                   "outputs": probe, "entry": probe}
+        for steps in service.steps.values():
+            for step in steps:
+                if not isinstance(step.action, RenderAction):
+                    continue
+                try:
+                    text = render_string(self.env, step.action.path, context)
+                except Exception:  # noqa: BLE001 - a filter choked on the probe: skip the step
+                    continue
+                static = text.split(marker)[0]  # the whole path when no marker is in it
+                directory = Path(static) if static.endswith("/") else Path(static).parent
+                try:
+                    directories.append(confine(directory / "x", service.roots).parent)
+                except PathNotAllowed:
+                    continue
+        return list(dict.fromkeys(directories))
+
+    def refresh_aggregates(self, service: ServiceSpec) -> None:
+        """Render every file of all entries again from the directory's current state, so
+        changes made elsewhere arrive without waiting for a change here. Raises StepFailed."""
+        for step, action, _path in self.aggregate_steps(service):
+            self.render_all(service, step, action)
 
     # -- render ------------------------------------------------------------------------------
 
@@ -190,16 +261,16 @@ class Pipeline:
         if self.install(job.service, step, action, path, content, context):
             outcome.changed.append(str(path))
 
-    def _render_all(self, job: Job, step: Step, action: RenderAction) -> None:
-        context = {"service": job.service.name, "vars": job.service.vars}
-        path = self._path(job, step, action.path, context)
+    def render_all(self, service: ServiceSpec, step: Step, action: RenderAction) -> None:
+        context = aggregate_context(service)
+        path = self._service_path(service, step, action.path, context)
 
         def render(entries: list[Member]) -> None:
             content = render_template(self.env, action.template,
                                       {**context, "entries": entries}).encode()
-            self.install(job.service, step, action, path, content, context)
+            self.install(service, step, action, path, content, context)
 
-        self.aggregates.render(job, step, path, render)
+        self.aggregates.render(service, path, render)
 
     def install(self, service: ServiceSpec, step: Step, action: RenderAction, path: Path,
                 content: bytes, context: Mapping[str, Any]) -> bool:

@@ -30,13 +30,19 @@ log = logging.getLogger("provisiond.engine")
 
 @dataclass(frozen=True)
 class Work:
+    """`request`: a change to decide on; `resume`: our own claim to finish; `unproven`: a
+    claim of ours or another daemon's, to look at again after a quiet period (journal.py).
+    `seqs`: the stream changes it settles; `outage`: waiting for the directory to return."""
+
     service: str
     uuid: str
     dn: str
-    kind: Literal["request", "resume"] = "request"
+    kind: Literal["request", "resume", "unproven"] = "request"
     attempt: int = 0
     seqs: tuple[int, ...] = ()
     progress: Outcome | None = field(default=None, compare=False)  # kept across retries
+    outage: bool = False
+    csn: str = ""  # for `unproven`: the entryCSN when it was last looked at
 
 
 @dataclass
@@ -78,6 +84,11 @@ class Counters:
     @property
     def failed(self) -> int:
         return self._total("failure")
+
+    @property
+    def errors(self) -> int:
+        """Internal errors before a claim: no outcome in the directory, but not a success."""
+        return self._total("error")
 
 
 class ServiceRuntime:
@@ -121,6 +132,7 @@ class ServiceRuntime:
                 kv(event="connected" if up else "disconnected", service=self.spec.name,
                    reason=reason))
         if up:
+            self.engine.directory_back()
             threading.Thread(target=self.engine.recover, args=(self,), daemon=True,
                              name=f"recover-{self.spec.name}").start()
 

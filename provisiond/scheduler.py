@@ -58,6 +58,12 @@ class Scheduler:
         with self._cond:
             return sum(1 for _, _, item in self._items.values() if predicate(item))
 
+    def select(self, predicate: Callable[[Hashable, Any], bool]) -> list[tuple[Hashable, Any]]:
+        """The (key, item) pairs pending whose key and item satisfy `predicate`."""
+        with self._cond:
+            return [(key, item) for key, (_, _, item) in self._items.items()
+                    if predicate(key, item)]
+
     def items(self) -> list[tuple[datetime, Any]]:
         with self._cond:
             return sorted((due, item) for due, _, item in self._items.values())

@@ -108,9 +108,10 @@ def test_sigkill_mid_pipeline_then_restart_completes(
 def test_two_daemons_500_entries_each_runs_exactly_once(
     slapd: Slapd, tmp_path: Path, root: Path
 ) -> None:
-    services = demo_service(root)
-    first = write_config(tmp_path / "a", slapd, services)
-    second = write_config(tmp_path / "b", slapd, services)
+    # Two hosts: each writes its own files (one daemon per aggregate file per host).
+    roots = [root / "a", root / "b"]
+    first = write_config(tmp_path / "a", slapd, demo_service(roots[0]))
+    second = write_config(tmp_path / "b", slapd, demo_service(roots[1]))
     daemons = [start_daemon(first, log=tmp_path / "a.log"),
                start_daemon(second, log=tmp_path / "b.log")]
     conn = connect(slapd)
@@ -127,7 +128,7 @@ def test_two_daemons_500_entries_each_runs_exactly_once(
     finally:
         for daemon in daemons:
             assert stop_daemon(daemon) == 0
-    lines = [line.split() for line in runs(root)]
+    lines = [line.split() for host in roots for line in runs(host)]
     assert len(lines) == 500
     assert len({line[0] for line in lines}) == 500
     assert {line[1] for line in lines} == {"add"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "once"
 HELP = "one refresh pass; exit 0 only if nothing failed"
@@ -16,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from provisiond.daemon import configure_logging
     from provisiond.engine import Engine
+    from provisiond.hostlock import HostConflict
 
     configure_logging(args.loaded_config, foreground=True)
-    return Engine(args.loaded_config).once()
+    try:
+        return Engine(args.loaded_config).once()
+    except HostConflict as exc:
+        print(f"provisiond: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: the other daemon holds the file

@@ -17,9 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from provisiond.daemon import AlreadyRunning
     from provisiond.daemon import run as serve
+    from provisiond.hostlock import HostConflict
 
     try:
         return serve(args.config, args.loaded_config, daemonize=args.daemon)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, HostConflict) as exc:
         print(f"provisiond: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL
