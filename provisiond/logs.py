@@ -132,22 +132,36 @@ class Redactor(logging.Filter):
         return True
 
 
-def _syslog_address(address: str | None) -> str | tuple[str, int]:
-    """A unix socket path as is, or `host:port` / `[v6]:port` for UDP."""
+# ASCII only: str.isdigit() takes "١٢" as a port, and int() reads it as 12.
+_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]", re.ASCII)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+# RFC 5424 APP-NAME: 1-48 printable ASCII characters; ':', '[', ']' and '%' would confuse
+# the `tag[pid]:` header and format strings.
+_TAG = re.compile(r"[!-~]{1,48}", re.ASCII)
+
+
+def parse_syslog_address(address: str | None) -> str | tuple[str, int]:
+    """A unix socket path as is, or `host:port` / `[v6]:port` for UDP; ValueError if neither
+    (the configuration loader calls this too, so a bad address stops `check`, not `run`)."""
     if not address:
         return DEFAULT_SYSLOG_SOCKET
     if address.startswith("/"):
+        if any(_is_control(c) for c in address):
+            raise ValueError(f"syslog address {address!r}: control character in the path")
         return address
     host, sep, port = address.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port) or not (
+        0 < int(port) < 65536
+    ):
         raise ValueError(f"syslog address {address!r}: expected a socket path or host:port")
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
-def _check_tag(tag: str) -> None:
-    if not tag or len(tag) > 48 or any(c in " :[]%" or _is_control(c) for c in tag):
-        raise ValueError(f"syslog tag {tag!r}: use a short word without spaces, ':', '[' or ']'")
+def check_tag(tag: str) -> None:
+    """ValueError unless `tag` is a valid syslog tag (the loader checks it too)."""
+    if not _TAG.fullmatch(tag) or any(c in ":[]%" for c in tag):
+        raise ValueError(f"syslog tag {tag!r}: use 1-48 printable ASCII characters without "
+                         "spaces, ':', '[', ']' or '%'")
 
 
 def _probe_unix(path: str) -> None:
@@ -206,8 +220,8 @@ def setup_logging(
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
     if facility.lower() not in FACILITIES:
         raise ValueError(f"syslog facility {facility!r}: expected one of {', '.join(FACILITIES)}")
-    _check_tag(tag)
-    address = _syslog_address(syslog_address)
+    check_tag(tag)
+    address = parse_syslog_address(syslog_address)
 
     handlers: list[logging.Handler] = []
     syslog = _open_syslog(address, FACILITIES[facility.lower()], tag)

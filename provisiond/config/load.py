@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from provisiond import paths
+from provisiond.config.files import read_yaml
 from provisiond.config.model import (
     Config,
     HookSettings,
@@ -37,39 +36,85 @@ from provisiond.config.sections import (
     TOP,
 )
 from provisiond.config.services import read_service
+from provisiond.config.syntax import check_dn, check_uri
 from provisiond.directory.connection import LdapSettings
+from provisiond.logs import check_tag, parse_syslog_address
 from provisiond.render import make_environment
 
 
-def _read_yaml(path: Path) -> Any:
+def _checked(check: Callable[[Any], object], value: Any, where: Where) -> None:
+    """Run a check that raises ValueError, reporting it at `where`."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from exc
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(str(path), "", f"invalid YAML: {where}{problem}") from exc
+        check(value)
+    except ValueError as exc:
+        raise where.error(str(exc)) from exc
 
 
-def check_secret_file(path: str, where: Where) -> None:
-    """The bind password file must exist and be private to its owner."""
+def _absolute(path: str | None, where: Where) -> None:
+    """The daemon changes to / when it detaches: a relative path would change meaning."""
+    if path is not None and not os.path.isabs(path):
+        raise where.error(f"must be an absolute path, not {path!r}")
+
+
+def _readable_file(path: str, where: Where) -> os.stat_result:
     try:
         info = os.stat(path)
     except OSError as exc:
         raise where.error(f"cannot read {path}: {exc.strerror}") from exc
     if not stat.S_ISREG(info.st_mode):
         raise where.error(f"{path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise where.error(f"{path} is not readable by this user")
+    return info
+
+
+def check_secret_file(path: str, where: Where) -> None:
+    """The bind password file must exist and be private to its owner."""
+    info = _readable_file(path, where)
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise where.error(
             f"{path} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
             "chmod 600 it"
         )
-    if not os.access(path, os.R_OK):
-        raise where.error(f"{path} is not readable by this user")
+
+
+def check_state_dir(path: str, where: Where) -> None:
+    """The state directory must be usable by this user: an existing directory it may create
+    files in, or a path whose nearest existing ancestor is such a directory (the daemon
+    creates the rest with os.makedirs). Checked with os.access, without creating anything,
+    so `check` and a reload leave no trace; a read-only file system fails access(2) too."""
+    _absolute(path, where)
+    target = Path(path)
+    existing = next(p for p in (target, *target.parents) if os.path.lexists(p))
+    problem = f"{path}" if existing == target else f"{path} cannot be created: {existing}"
+    if not existing.is_dir():
+        raise where.error(f"{problem} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise where.error(f"{problem} is not writable by this user (uid {os.geteuid()})")
+
+
+def _check_hook_path(directories: tuple[str, ...], where: Where) -> None:
+    for i, directory in enumerate(directories):
+        _absolute(directory, where.child(i))
+        if ":" in directory:
+            raise where.child(i).error(f"{directory!r} contains ':', which separates PATH "
+                                       "entries (hooks get this list as their PATH)")
+
+
+def _check_ldap(ldap: Mapping[str, Any], where: Where) -> None:
+    for key in ("uri", "write_uri"):
+        if ldap[key] is not None:
+            _checked(check_uri, ldap[key], where.child(key))
+    if ldap["bind_dn"] is not None:
+        _checked(check_dn, ldap["bind_dn"], where.child("bind_dn"))
+    if ldap["bind_password_file"]:
+        check_secret_file(ldap["bind_password_file"], where.child("bind_password_file"))
+    if ldap["bind_dn"] and not ldap["bind_password_file"]:
+        raise where.child("bind_password_file").error(
+            "is required with bind_dn (the password is only ever read from a file)"
+        )
+    if ldap["ca_file"] is not None:
+        _readable_file(ldap["ca_file"], where.child("ca_file"))
 
 
 # Keys whose mappings a derived kind refines entry by entry rather than replaces.
@@ -83,7 +128,7 @@ def find_kind(kind: str, where: Where, seen: tuple[str, ...] = ()) -> Mapping[st
     for directory in paths.kinds_dirs():
         candidate = directory / f"{kind}.yaml"
         if candidate.is_file():
-            data = _read_yaml(candidate)
+            data = read_yaml(candidate)
             if not isinstance(data, Mapping):
                 raise ConfigError(str(candidate), "", "a service kind must be a mapping")
             parent = data.get("extends")
@@ -141,10 +186,13 @@ def _service_files(config_path: Path) -> list[Path]:
     return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
 
 
-def load_config(path: Path | str | None = None) -> Config:
+def load_config(path: Path | str | None = None, *, check_state: bool = True) -> Config:
+    """The checked configuration, or ConfigError. `check_state`: the state directory must be
+    writable, or creatable, by this user (what `run`, `once` and `check` need; commands that
+    only read it may pass False)."""
     config_path = Path(path) if path else paths.DEFAULT_CONFIG
     top = Where(str(config_path))
-    data = _read_yaml(config_path)
+    data = read_yaml(config_path)
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -155,18 +203,25 @@ def load_config(path: Path | str | None = None) -> Config:
             raise top.child(str(key)).error(f"unknown key (known: {', '.join(sorted(known))})")
 
     ldap = read_section(LDAP, data.get("ldap"), top.child("ldap"))
-    if ldap["bind_password_file"]:
-        check_secret_file(ldap["bind_password_file"], top.child("ldap").child("bind_password_file"))
-    if ldap["bind_dn"] and not ldap["bind_password_file"]:
-        raise top.child("ldap").child("bind_password_file").error(
-            "is required with bind_dn (the password is only ever read from a file)"
-        )
+    _check_ldap(ldap, top.child("ldap"))
     sync = read_section(SYNC, data.get("sync"), top.child("sync"))
     logging_ = read_section(LOGGING, data.get("logging"), top.child("logging"))
+    _checked(check_tag, logging_["tag"], top.child("logging").child("tag"))
+    _checked(parse_syslog_address, logging_["syslog_address"],
+             top.child("logging").child("syslog_address"))
     hooks = read_section(HOOKS, data.get("hooks"), top.child("hooks"))
+    _check_hook_path(hooks["path"], top.child("hooks").child("path"))
     retry = read_section(RETRY, data.get("retry"), top.child("retry"))
     metrics = read_section(METRICS, data.get("metrics"), top.child("metrics"))
+    _absolute(metrics["path"], top.child("metrics").child("path"))
     general = read_section(TOP, {k: v for k, v in data.items() if k in {o.name for o in TOP.options}}, top)
+    for i, directory in enumerate(general["templates"] or ()):
+        _absolute(directory, top.child("templates").child(i))
+    _absolute(general["pid_file"], top.child("pid_file"))
+    if check_state:
+        check_state_dir(general["state_dir"], top.child("state_dir"))
+    else:
+        _absolute(general["state_dir"], top.child("state_dir"))
 
     templates = tuple(Path(p) for p in general["templates"]) if general["templates"] else paths.templates_dirs()
     env = make_environment(templates)
@@ -177,7 +232,7 @@ def load_config(path: Path | str | None = None) -> Config:
         raise top.child("services").error("must be a mapping of service name to definition")
     definitions += [(str(n), d, top.child("services").child(str(n))) for n, d in services.items()]
     for extra in _service_files(config_path):
-        extra_data = _read_yaml(extra) or {}
+        extra_data = read_yaml(extra) or {}
         if not isinstance(extra_data, Mapping):
             raise ConfigError(str(extra), "", "must be a mapping of service name to definition")
         definitions += [(str(n), d, Where(str(extra), str(n))) for n, d in extra_data.items()]

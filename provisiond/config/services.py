@@ -8,11 +8,13 @@ and key path instead of failing an entry at three in the morning.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from provisiond.config.files import check_template
 from provisiond.config.model import (
     REQUEST_MODES,
     Action,
@@ -26,8 +28,9 @@ from provisiond.config.model import (
 )
 from provisiond.config.schema import Where
 from provisiond.config.sections import HOOKS
+from provisiond.config.syntax import check_dn, check_filter
 from provisiond.fsutil import PathNotAllowed, check_root
-from provisiond.render import check_string, check_template, render_string
+from provisiond.render import check_string, render_string
 from provisiond.values import DnType, SpecError, ValueSpec
 
 SERVICE_KEYS = {
@@ -93,14 +96,10 @@ def _render_action(env: jinja2.Environment, data: Any, where: Where) -> RenderAc
     if unknown:
         raise where.child(sorted(unknown)[0]).error("unknown option")
     template = _text(data, "template", where)
-    try:
+    try:  # with what it extends, includes and imports: not UTF-8, missing, syntax
         check_template(env, template)
-    except jinja2.TemplateNotFound as exc:
-        raise where.child("template").error(f"template {exc.name!r} not found") from exc
-    except jinja2.TemplateSyntaxError as exc:
-        raise where.child("template").error(
-            f"{exc.filename or template}:{exc.lineno}: {exc.message}"
-        ) from exc
+    except ValueError as exc:
+        raise where.child("template").error(str(exc)) from exc
     scope = data.get("scope", "entry")
     if scope not in ("entry", "all"):
         raise where.child("scope").error(f"must be entry or all, not {scope!r}")
@@ -245,11 +244,23 @@ def _expand(text: str, vars_: Mapping[str, Any], where: Where, env: jinja2.Envir
         raise where.error(str(exc)) from exc
 
 
-def _filter(text: str, where: Where) -> str:
-    text = text.strip()
-    if not (text.startswith("(") and text.endswith(")")) or text.count("(") != text.count(")"):
-        raise where.error(f"not an LDAP filter in parentheses: {text!r}")
-    return text
+def _checked(check: Callable[[str], str], text: str, where: Where) -> str:
+    try:
+        return check(text)
+    except ValueError as exc:
+        raise where.error(str(exc)) from exc
+
+
+def _check_roots(roots: tuple[Path, ...], steps: Mapping[str, tuple[Step, ...]],
+                 where: Where) -> None:
+    """Every path a step touches must be inside a root: with none, such a step always fails."""
+    if roots:
+        return
+    for mode, mode_steps in steps.items():
+        for i, step in enumerate(mode_steps):
+            if not isinstance(step.action, HookAction):
+                raise where.error(f"required: step steps.{mode}[{i}] ({step.kind}) writes a path, "
+                                  "and every path must be inside one of the roots")
 
 
 def read_service(
@@ -282,24 +293,30 @@ def read_service(
             root_paths.append(check_root(_expand(str(root), vars_, at, env)))
         except PathNotAllowed as exc:
             raise at.error(str(exc)) from exc
-    active = data.get("active", "")
+    active = data.get("active") or ""
+    if not isinstance(active, str):
+        raise where.child("active").error("must be a string (an LDAP filter)")
+    steps = _steps(env, data.get("steps"), where.child("steps"))
+    _check_roots(tuple(root_paths), steps, where.child("roots"))
     return ServiceSpec(
         name=name,
         kind=data.get("kind"),
-        base=_expand(_text(data, "base", where), vars_, where.child("base"), env),
-        filter=_filter(_expand(data.get("filter", "(objectClass=*)"), vars_, where.child("filter"), env),
-                       where.child("filter")),
+        base=_checked(check_dn, _expand(_text(data, "base", where), vars_, where.child("base"), env),
+                      where.child("base")),
+        filter=_checked(check_filter, _expand(_text(data, "filter", where, "(objectClass=*)"),
+                                              vars_, where.child("filter"), env),
+                        where.child("filter")),
         scope=scope,
         attributes=_attributes(data.get("attributes"), where.child("attributes")),
         values=values,
         outputs=outputs,
         preconditions=_preconditions(data.get("preconditions"), where.child("preconditions"), values),
-        active=_filter(_expand(active, vars_, where.child("active"), env), where.child("active"))
-        if active else "",
+        active=_checked(check_filter, _expand(active, vars_, where.child("active"), env),
+                        where.child("active")) if active else "",
         roots=tuple(root_paths),
         vars=vars_,
         recover=recover,
         invalid_code=_code(data.get("invalid_code", 1), where.child("invalid_code")),
         references=_references(data.get("references"), where.child("references"), values),
-        steps=_steps(env, data.get("steps"), where.child("steps")),
+        steps=steps,
     )
