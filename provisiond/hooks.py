@@ -5,10 +5,12 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
 * The environment is built from scratch, so the bind password (or anything else in the daemon's
   environment) cannot reach a hook; programs are found in the hook directories only, never via
   the daemon's $PATH; the argv list is executed without a shell.
-* Each hook gets its own session/process group. Descendants that leave it (setsid, daemonizing)
-  are tracked with psutil while the hook runs, and processes still holding the hook's output
-  pipe are found through /proc. The main process is not reaped until we are done signalling
-  (waitid WNOWAIT): its pid is the group id and must not be recycled meanwhile.
+* Each hook gets its own session/process group and a token in its environment
+  (PROVISIOND_HOOK_ID). Descendants that leave the group (setsid, daemonizing) are tracked with
+  psutil while the hook runs, processes still holding the hook's output pipe are found through
+  /proc, and orphans are adopted by the daemon (a child subreaper, see subreaper.py) where the
+  token attributes them to their hook. The main process is not reaped until we are done
+  signalling (waitid WNOWAIT): its pid is the group id and must not be recycled meanwhile.
 * stdout and stderr (two pipes, so `provisiond-set` is only taken from stdout) are drained
   continuously; every stdout line is inspected, only `provisiond-set` lines are kept (bounded
   by MAX_SETTING_LINE and `settings_limit`), and a 4 KiB tail of all output is kept for the
@@ -18,8 +20,9 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
   leftovers that keep the output pipe open are killed after a short grace (logged as strays);
   processes that detached properly are left alone (a hook may start a helper, e.g. FUSE).
 
-A descendant that double-forks, closes the pipe and is orphaned between two polls can still
-escape a timeout kill; containing that needs a cgroup, which is the service manager's job.
+A descendant that double-forks, closes the pipe, is orphaned and also clears its environment
+(dropping the token) before the first look at the tree can still escape a timeout kill;
+containing that needs a cgroup, which is the service manager's job.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import psutil
 
 from provisiond.hook_output import HookOutput
 from provisiond.logs import kv
+from provisiond.subreaper import ADOPTION, TOKEN
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +133,12 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 class _Tree:
-    """The hook's processes: its group (pgid == leader pid) plus descendants seen outside it."""
+    """The hook's processes: its group (pgid == leader pid), descendants seen outside it, and
+    orphans adopted by us (the subreaper) that carry the hook's token."""
 
-    def __init__(self, leader: int) -> None:
+    def __init__(self, leader: int, token: str) -> None:
         self.pgid = leader
+        self.token = token
         self.leader = psutil.Process(leader)
         self.tracked: dict[int, psutil.Process] = {}
         self.interval = _POLL
@@ -167,6 +173,7 @@ class _Tree:
         procs = {p.pid: p for p in self.tracked.values() if _alive(p)}
         procs.update((p.pid, p) for p in self.group())
         procs.update((p.pid, p) for p in pipe_holders(pipe_inodes))
+        procs.update((p.pid, p) for p in ADOPTION.descendants(self.token) if _alive(p))
         return list(procs.values())
 
     def signal(self, signum: int, procs: Iterable[psutil.Process]) -> None:
@@ -207,12 +214,13 @@ def pipe_holders(inodes: Iterable[int]) -> list[psutil.Process]:
 class _Run:
     """One supervised hook process: output pump, exit detection, tree killing."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], argv: tuple[str, ...], limit: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], argv: tuple[str, ...], limit: int,
+                 token: str) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         self.proc = proc
         self.argv = argv
         self.output = HookOutput(limit)
-        self.tree = _Tree(proc.pid)
+        self.tree = _Tree(proc.pid, token)
         self.selector = selectors.DefaultSelector()
         self.pipes = [proc.stdout.fileno(), proc.stderr.fileno()]
         self.inodes = {os.fstat(fd).st_ino for fd in self.pipes}
@@ -295,10 +303,13 @@ class _Run:
 
     def reap(self, kill_grace: float) -> int | None:
         try:
-            return self.proc.wait(timeout=kill_grace)
+            returncode = self.proc.wait(timeout=kill_grace)
         except subprocess.TimeoutExpired:  # uninterruptible sleep: subprocess reaps it later
             log.error(kv(event="hook-unkillable", program=self.argv[0], pid=self.proc.pid))
             return None
+        ADOPTION.finished(self.proc.pid)
+        ADOPTION.sweep()  # reap what was adopted from this hook and killed
+        return returncode
 
     def close(self) -> None:
         self.selector.close()
@@ -351,15 +362,19 @@ def run_hook(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
     args = tuple(argv)
     if not args or not os.path.isabs(args[0]):
         raise HookError(f"hook command {args!r}: program must be an absolute path")
+    ADOPTION.enable()
+    token = ADOPTION.new_token()
     try:
-        proc = subprocess.Popen(  # an argv list, never a shell
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(env), cwd=cwd, close_fds=True, start_new_session=True)
+        with ADOPTION.starting() as register:
+            proc = subprocess.Popen(  # an argv list, never a shell
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**env, TOKEN: token}, cwd=cwd, close_fds=True, start_new_session=True)
+            register(proc.pid)
     except OSError as exc:
         if exc.errno in _PROGRAM_ERRNOS:
             raise HookError(_cannot_execute(args[0], cwd, exc)) from exc
         raise
-    run = _Run(proc, args, settings_limit)
+    run = _Run(proc, args, settings_limit, token)
     try:
         return run.supervise(timeout, kill_grace)
     except BaseException:

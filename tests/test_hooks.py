@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import time
@@ -132,6 +133,7 @@ def test_environment_is_built_from_scratch(
     result = run_hook([str(dump)], env=env, timeout=10)
     assert result.returncode == 0, result.output_tail
     seen = dict(line.split("=", 1) for line in result.output_tail.splitlines())
+    assert re.fullmatch(r"[0-9a-f]{16}", seen.pop("PROVISIOND_HOOK_ID"))  # finds its orphans
     assert seen == {
         "PATH": ":".join([str(tmp_path), *STANDARD_PATH]),
         "LANG": "C.UTF-8",
