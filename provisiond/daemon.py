@@ -12,11 +12,13 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
 import psutil
 
+from provisiond import liveness
 from provisiond.clock import Clock
 from provisiond.config import Config, ConfigError, load_config
 from provisiond.engine import Engine
@@ -90,6 +92,9 @@ class Runner:
         self.notifier = Notifier()  # systemd's Type=notify; does nothing outside systemd
         self.metrics = Metrics(config.metrics)
         self.ready = False
+        self.publisher = liveness.Publisher(config.state_dir, os.getpid())
+        self.stream_threads: dict[str, threading.Thread] = {}
+        self._withheld: tuple[str, ...] = ()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -112,7 +117,9 @@ class Runner:
             self.metrics.attach(engine)  # before any work: every step is observed
             stop = threading.Event()
             engine.start_workers()
-            engine.run_streams(stop)
+            threads = engine.run_streams(stop)
+            self.stream_threads = dict(zip(engine.services, threads, strict=True))
+            self.publisher = liveness.Publisher(self.config.state_dir, os.getpid())
             log.info(kv(event="started", services=",".join(engine.services) or "none",
                         mode=self.config.sync.mode, workers=self.config.workers))
             self.metrics.configure(self.config.metrics)
@@ -123,6 +130,7 @@ class Runner:
                 self.notifier.stopping()
             stop.set()
             finished = engine.shutdown(grace=self.config.shutdown_grace)
+            self.publisher.remove()
             if not finished:
                 log.warning(kv(event="grace-expired",
                                msg="unfinished entries resume on the next start"))
@@ -159,18 +167,56 @@ class Runner:
 
     def tick(self) -> None:
         """On the main loop, about once a second: READY=1 after the first sync pass of every
-        service, a fresh STATUS= line, and WATCHDOG=1 (the main loop is alive)."""
+        service, a fresh STATUS= line, the streams' state for `status`, and WATCHDOG=1 (the
+        main loop is alive and no service has been without a change stream for long)."""
         engine = self.engine
         if engine is None:
             return
+        self.publisher.publish(self.service_streams(engine))
         if not self.ready and (engine.first_sync.is_set() or not engine.services):
             self.ready = True
             self.notifier.ready(status_line(engine))
             log.info(kv(event="ready", services=len(engine.services)))
         else:
             self.notifier.status(status_line(engine))
-        if self.notifier.watchdog:
-            self.notifier.ping()
+        if self.notifier.watchdog and self.notifier.watchdog_timeout:
+            stalled = self.stalled_services(engine, self.notifier.watchdog_timeout)
+            if stalled != self._withheld:
+                if stalled:
+                    log.error(kv(event="watchdog-withheld", services=",".join(stalled),
+                                 limit=f"{self.notifier.watchdog_timeout:g}s",
+                                 msg="no change stream for longer than WatchdogSec: "
+                                     "systemd restarts provisiond"))
+                else:
+                    log.info(kv(event="watchdog-resumed"))
+                self._withheld = stalled
+            if not stalled:
+                self.notifier.ping()
+
+    def _stream_running(self, service: str) -> bool:
+        thread = self.stream_threads.get(service)
+        return thread is None or thread.is_alive()
+
+    def service_streams(self, engine: Engine) -> list[liveness.ServiceStream]:
+        streams = []
+        for name, rt in engine.services.items():
+            health, running = rt.stream.health, self._stream_running(name)
+            streams.append(liveness.ServiceStream(
+                service=name, connected=health.up and running,
+                reason=health.reason if running else "the change stream has ended (see the log)",
+                since=health.since, running=running))
+        return streams
+
+    def stalled_services(self, engine: Engine, limit: float) -> tuple[str, ...]:
+        """Services whose stream has been down for longer than `limit` seconds (WatchdogSec),
+        or has ended: withholding WATCHDOG=1 then makes systemd restart provisiond, between
+        1.5 and 2 times WatchdogSec after the stream went away (pings come every half)."""
+        now = time.monotonic()
+        return tuple(
+            name for name, rt in engine.services.items()
+            if not self._stream_running(name)
+            or (not rt.stream.health.up and now - rt.stream.health.since_monotonic > limit)
+        )
 
 
 def run(config_path: str | None, config: Config, *, daemonize: bool) -> int:

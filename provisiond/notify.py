@@ -32,9 +32,9 @@ def _address(value: str) -> str | bytes | None:
     return None  # vsock and other forms are not used by a service manager for us
 
 
-def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
-    """Seconds between `WATCHDOG=1` pings (half the configured timeout, as systemd advises),
-    or None when no watchdog is enabled for this process."""
+def watchdog_timeout(environ: Mapping[str, str] | None = None) -> float | None:
+    """The unit's `WatchdogSec=` in seconds, or None when no watchdog is enabled for this
+    process."""
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
@@ -42,7 +42,14 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
         return None
     if pid and (not pid.isdigit() or int(pid) != os.getpid()):
         return None  # meant for another process (e.g. our parent before a fork)
-    return int(usec) / 1_000_000 / 2
+    return int(usec) / 1_000_000
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between `WATCHDOG=1` pings (half the configured timeout, as systemd advises),
+    or None when no watchdog is enabled for this process."""
+    timeout = watchdog_timeout(environ)
+    return timeout / 2 if timeout is not None else None
 
 
 def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
@@ -66,7 +73,8 @@ class Notifier:
         env = os.environ if environ is None else environ
         raw = env.get("NOTIFY_SOCKET", "")
         self.address = _address(raw) if raw else None
-        self.watchdog = watchdog_interval(env)
+        self.watchdog_timeout = watchdog_timeout(env)
+        self.watchdog = self.watchdog_timeout / 2 if self.watchdog_timeout else None
         self._warned = False
         self._last_status: str | None = None
 

@@ -13,7 +13,10 @@ service's entries and classifies them by mode and state:
     other      anything else (a request whose state is not 0, unknown modes)
 
 It also reads each service's cookie file (when it was stored, and the time of the newest
-change it covers) and whether a daemon is running (the pid file, else a process scan).
+change it covers), whether a daemon is running (the pid file, else a process scan) and, from
+that daemon's `streams.json` (see liveness.py), whether each service has a change stream: a
+service without one processes nothing, so `status` then exits 69 like for an unreachable
+directory.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, TextIO
 
 import psutil
 
-from provisiond import __version__, lifecycle, paths
+from provisiond import __version__, lifecycle, liveness, paths
 from provisiond.config.model import Config, ServiceSpec
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.directory.cookie import CookieStore, newest_csn
@@ -161,13 +164,27 @@ def daemon_state(config: Config) -> dict[str, Any]:
     return state
 
 
+def stream_state(published: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """A service's change stream as the running daemon published it (None: unknown)."""
+    if not isinstance(published, Mapping):
+        return None
+    since = published.get("since")
+    since = since if isinstance(since, int | float) else None
+    return {"connected": published.get("connected") is True,
+            "running": published.get("running") is not False,
+            "reason": str(published.get("reason") or ""), "since": iso(since),
+            "for_seconds": round(max(0.0, now - since), 1) if since is not None else None}
+
+
 def service_status(config: Config, spec: ServiceSpec, reader: Reader | None, now: datetime,
-                   stuck_after: float) -> dict[str, Any]:
+                   stuck_after: float, streams: Mapping[str, Any] | None = None
+                   ) -> dict[str, Any]:
     names = spec.attributes
     info: dict[str, Any] = {
         "name": spec.name, "kind": spec.kind, "base": spec.base, "filter": spec.filter,
         "entries": 0, "counts": {}, "failed": [], "stuck": [], "working": [], "scheduled": [],
-        "cookie": cookie_state(config, spec.name, now.timestamp()), "error": None,
+        "cookie": cookie_state(config, spec.name, now.timestamp()),
+        "stream": stream_state((streams or {}).get(spec.name), now.timestamp()), "error": None,
     }
     if reader is None:
         return info
@@ -232,9 +249,12 @@ def collect(config: Config, *, stuck_after: float = DEFAULT_STUCK_AFTER,
         report["directory"]["reachable"] = True
     except DirectoryUnavailable as exc:
         report["directory"]["error"] = str(exc)
+    daemon = report["daemon"]
+    streams = liveness.of_daemon(config.state_dir, daemon["pid"]) if daemon["running"] else None
     try:
         for spec in config.services:
-            report["services"].append(service_status(config, spec, reader, now, stuck_after))
+            report["services"].append(service_status(config, spec, reader, now, stuck_after,
+                                                     streams))
     finally:
         if reader is not None:
             reader.close()
@@ -246,13 +266,14 @@ def collect(config: Config, *, stuck_after: float = DEFAULT_STUCK_AFTER,
         "working": sum(len(s["working"]) for s in services),
         "scheduled": sum(len(s["scheduled"]) for s in services),
         "errors": sum(1 for s in services if s["error"]),
+        "no_stream": sum(1 for s in services if s["stream"] and not s["stream"]["connected"]),
     }
     return report
 
 
 def exit_status(report: Mapping[str, Any]) -> int:
     summary = report["summary"]
-    if not report["directory"]["reachable"] or summary["errors"]:
+    if not report["directory"]["reachable"] or summary["errors"] or summary.get("no_stream"):
         return EX_UNAVAILABLE
     return EX_FAILED if summary["failed"] or summary["stuck"] else EX_OK
 
@@ -299,6 +320,13 @@ def format_text(report: Mapping[str, Any], out: TextIO) -> None:
         else:
             cookie_text = "none yet (the next start does a full refresh)"
         print(f"  cookie     {cookie_text}", file=out)
+        stream = service["stream"]
+        if stream is not None:
+            since = shown_time(_parse_iso(stream["since"])) if stream["since"] else "?"
+            stream_text = (f"connected since {since}" if stream["connected"] else
+                           f"NONE for {human_age(stream['for_seconds'])}: "
+                           f"{terminal_safe(stream['reason'])}")
+            print(f"  stream     {stream_text}", file=out)
         if service["error"]:
             print(f"  ERROR      {service['error']}", file=out)
             continue
@@ -316,6 +344,9 @@ def format_text(report: Mapping[str, Any], out: TextIO) -> None:
     print(file=out)
     print(f"{summary['failed']} failed, {summary['stuck']} stuck, {summary['working']} working, "
           f"{summary['scheduled']} scheduled, {summary['entries']} entries", file=out)
+    if summary.get("no_stream"):
+        print(f"{summary['no_stream']} service(s) without a change stream: nothing new is "
+              "processed for them", file=out)
 
 
 def _rows(out: TextIO, title: str, rows: list[dict[str, Any]], detail: Any) -> None:

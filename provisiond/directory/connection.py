@@ -25,6 +25,9 @@ from ldap3.core.exceptions import LDAPException
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
+# What ldap3 and the socket layer raise for an unreachable server or settings they reject at
+# run time (a malformed URI, a missing CA file, a NaN or infinite timeout).
+CONNECT_ERRORS = (LDAPException, OSError, ValueError, TypeError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -66,35 +69,54 @@ class ConnectionFactory:
         return ldap3.Server(uri, connect_timeout=self.settings.timeout, tls=tls, get_info=ldap3.NONE)
 
     def open(self, *, stream: bool = False, write: bool = False) -> ldap3.Connection:
+        """A bound connection; every failure, whatever its kind (unreachable server, refused
+        bind, unreadable password file, settings ldap3 rejects), is DirectoryUnavailable."""
         uri = (self.settings.write_uri or self.settings.uri) if write else self.settings.uri
-        password = (
-            read_secret(self.settings.bind_password_file)
-            if self.settings.bind_password_file
-            else None
-        )
-        connection = ldap3.Connection(
-            self._server(uri),
-            user=self.settings.bind_dn,
-            password=password,
-            client_strategy=ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
-            # ldap3 packs this into a struct timeval: it must be a whole number
-            receive_timeout=None if stream else max(1, math.ceil(self.settings.timeout)),
-            raise_exceptions=False,
-            auto_referrals=False,
-            read_only=False,
-        )
+        password = self._password()
+        try:
+            connection = ldap3.Connection(
+                self._server(uri),
+                user=self.settings.bind_dn,
+                password=password,
+                client_strategy=ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
+                # ldap3 packs this into a struct timeval: it must be a whole number
+                receive_timeout=None if stream else max(1, math.ceil(self.settings.timeout)),
+                raise_exceptions=False,
+                auto_referrals=False,
+                read_only=False,
+            )
+        except CONNECT_ERRORS as exc:
+            raise DirectoryUnavailable(f"cannot connect to {uri}: {exc}") from exc
         try:
             connection.open()
             if stream and connection.socket is not None:
                 connection.socket.settimeout(None)  # see the comment at the top
-            if self.settings.start_tls:
-                connection.start_tls()
+            if self.settings.start_tls and not connection.start_tls():
+                raise DirectoryUnavailable(f"StartTLS with {uri} failed: {_failure(connection)}")
+            # ASYNC_STREAM leaves connection.result None: the bind's own answer counts
             if not connection.bind():
-                raise DirectoryUnavailable(f"bind to {uri} failed: {connection.result.get('description')}")
-        except LDAPException as exc:
-            raise DirectoryUnavailable(f"cannot connect to {uri}: {exc}") from exc
-        enable_keepalive(connection)
+                raise DirectoryUnavailable(
+                    f"bind to {uri} as {self.settings.bind_dn or 'anonymous'} failed: "
+                    f"{_failure(connection)}")
+            enable_keepalive(connection)
+        except BaseException as exc:
+            close_quietly(connection)
+            if isinstance(exc, CONNECT_ERRORS):
+                raise DirectoryUnavailable(f"cannot connect to {uri}: {exc}") from exc
+            raise
         return connection
+
+    def _password(self) -> str | None:
+        path = self.settings.bind_password_file
+        if not path:
+            return None
+        try:
+            return read_secret(path)
+        except UnicodeDecodeError:  # its message would quote a byte of the secret
+            raise DirectoryUnavailable(f"the bind password file {path} is not UTF-8") from None
+        except OSError as exc:
+            raise DirectoryUnavailable(
+                f"cannot read the bind password file {path}: {exc.strerror or exc}") from exc
 
     def thread_connection(self, *, write: bool = False) -> ldap3.Connection:
         """One reusable synchronous connection per thread (ldap3 connections are not shared
@@ -110,11 +132,25 @@ class ConnectionFactory:
         for key in ("read", "write"):
             connection = getattr(self._local, key, None)
             if connection is not None:
-                try:
-                    connection.unbind()
-                except Exception:  # noqa: BLE001 - already broken, nothing to save
-                    pass
+                close_quietly(connection)
                 setattr(self._local, key, None)
+
+
+def _failure(connection: ldap3.Connection) -> str:
+    """Why an operation failed, from whatever ldap3 kept (`result` is None on async
+    strategies; `last_error` holds the description there)."""
+    result = connection.result if isinstance(connection.result, dict) else {}
+    text = str(result.get("description") or connection.last_error or "no reason given")
+    return f"{text} ({result['message']})" if result.get("message") else text
+
+
+def close_quietly(connection: ldap3.Connection) -> None:
+    """Close a connection that failed to become usable: its socket, and on ASYNC_STREAM the
+    receiver thread, would otherwise stay behind on every retry."""
+    try:
+        connection.unbind()
+    except Exception:  # noqa: BLE001 - it is broken already; closing is all we want
+        pass
 
 
 def enable_keepalive(connection: ldap3.Connection) -> None:

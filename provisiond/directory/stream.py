@@ -33,6 +33,7 @@ import logging
 import queue
 import random
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ with warnings.catch_warnings():
     from ldap3.core.exceptions import LDAPException
 
 from ..logs import kv
-from .connection import ConnectionFactory, DirectoryUnavailable
+from .connection import ConnectionFactory, DirectoryUnavailable, close_quietly
 from .controls import (
     SYNC_DONE_OID,
     SYNC_INFO_OID,
@@ -81,6 +82,16 @@ class Change:
     attributes: Mapping[str, tuple[str, ...]] = field(hash=False)
 
 
+@dataclass(frozen=True)
+class StreamHealth:
+    """The stream's connection state as last reported: for the watchdog and `status`."""
+
+    up: bool
+    reason: str
+    since: float  # time.time() when `up` last changed (or the stream was made)
+    since_monotonic: float  # the same instant on the monotonic clock, to measure durations
+
+
 class StreamListener(Protocol):
     def on_change(self, change: Change) -> None: ...
 
@@ -88,7 +99,8 @@ class StreamListener(Protocol):
 
     def on_refresh_done(self) -> None: ...
 
-    def on_connection(self, up: bool, reason: str) -> None: ...
+    def on_connection(self, up: bool, reason: str) -> None:
+        """The connection came up or went down; while down, also a new reason for it."""
 
 
 class SearchFailed(DirectoryUnavailable):
@@ -237,14 +249,6 @@ def _describe(what: str, result: Mapping[str, Any]) -> str:
     return f"{text} {result['message']}" if result.get("message") else text
 
 
-def _unbind_quietly(connection: Any) -> None:
-    try:
-        if not connection.closed:
-            connection.unbind()
-    except (LDAPException, OSError):
-        pass
-
-
 class ChangeStream:
     """Delivers changes to `listener`; `run()` and `run_once()` must not run concurrently.
 
@@ -283,17 +287,33 @@ class ChangeStream:
         self._backoff = _Backoff(backoff_initial, backoff_max)
         self._connection: Any = None  # kept between passes in refresh and poll modes
         self._up: bool | None = None
+        self._health = StreamHealth(False, "not connected yet", time.time(), time.monotonic())
+        self._logged: set[str] = set()  # unforeseen failures logged with their traceback
 
     @property
     def cookie(self) -> str | None:
         """The last cookie handed to the listener (or the one the stream started with)."""
         return self._session.cookie
 
+    @property
+    def health(self) -> StreamHealth:
+        return self._health
+
     def _report(self, up: bool, reason: str) -> None:
-        """Tell the listener about changes of the connection state, not every retry."""
+        """Tell the listener about changes of the connection state (and of the reason while
+        down), not about every retry."""
+        if up is self._up and (up or reason == self._health.reason):
+            return
         if up is not self._up:
-            self._up = up
+            self._health = StreamHealth(up, reason, time.time(), time.monotonic())
+        else:
+            self._health = StreamHealth(up, reason, self._health.since,
+                                        self._health.since_monotonic)
+        self._up = up
+        try:
             self._session.listener.on_connection(up, reason)
+        except Exception:  # noqa: BLE001 - the listener's bug must not end the stream
+            log.exception(kv(event="listener-error", base=self.base, up=up))
 
     # -- one pass (refresh and poll; persist uses a refreshOnly pass as a heartbeat) ------------
 
@@ -326,7 +346,7 @@ class ChangeStream:
                 )
                 return list(self._connection.response or []), dict(self._connection.result or {})
             except (LDAPException, OSError) as exc:
-                _unbind_quietly(self._connection)
+                close_quietly(self._connection)
                 self._connection = None
                 if not retry:
                     raise DirectoryUnavailable(f"search on {self.base} failed: {exc}") from exc
@@ -408,25 +428,37 @@ class ChangeStream:
     # -- the loop -------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver changes until `stop` is set, reconnecting forever."""
+        """Deliver changes until `stop` is set. Never gives up and never raises: every
+        failure is reported to the listener and retried with backoff (a new connection reads
+        the password file again)."""
         try:
             while not stop.is_set():
-                try:
-                    if self.mode == "persist":
-                        self._persist(stop)
-                        continue
-                    self.run_once()
-                    self._backoff.failures = 0
-                    stop.wait(self.interval)
-                    continue
-                except DirectoryUnavailable as exc:
-                    self._report(False, str(exc))
-                    log.debug(kv(event="stream-down", reason=str(exc)))
-                stop.wait(self._backoff.next())
+                stop.wait(self._attempt(stop))
         finally:
             if self._connection is not None:
-                _unbind_quietly(self._connection)
+                close_quietly(self._connection)
                 self._connection = None
+
+    def _attempt(self, stop: threading.Event) -> float:
+        """One persistent search, or one pass; returns the seconds to wait before the next."""
+        try:
+            if self.mode == "persist":
+                self._persist(stop)
+                return 0.0
+            self.run_once()
+            self._backoff.failures = 0
+            return self.interval
+        except DirectoryUnavailable as exc:
+            reason = str(exc)
+            log.debug(kv(event="stream-down", base=self.base, reason=reason))
+        except Exception as exc:  # noqa: BLE001 - a stream must never die, whatever happened
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            if reason not in self._logged and len(self._logged) < 100:
+                self._logged.add(reason)
+                log.error(kv(event="stream-error", base=self.base, reason=reason), exc_info=exc)
+        if not stop.is_set():
+            self._report(False, reason)
+        return self._backoff.next()
 
     def _persist(self, stop: threading.Event) -> None:
         """One refreshAndPersist search, until `stop`, until the connection is lost (raises
@@ -467,7 +499,7 @@ class ChangeStream:
         except _SearchAgain:
             return  # the caller searches again at once, without the refused cookie
         finally:
-            _unbind_quietly(connection)
+            close_quietly(connection)
 
     def _persist_message(self, message: Mapping[str, Any]) -> None:
         if message.get("type") == "searchResDone":  # the server ended the search
@@ -480,5 +512,6 @@ class ChangeStream:
             self._dispatch(message)
         except ControlError as exc:
             raise SearchFailed(str(exc)) from exc
-        self._backoff.failures = 0
+        if not self._session.in_refresh:  # a failure replayed by every refresh backs off
+            self._backoff.failures = 0
         self._report(True, "persistent search running")

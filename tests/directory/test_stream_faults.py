@@ -3,16 +3,19 @@ fail, and failures nobody foresaw. Real slapd throughout; slapd is SIGKILLed for
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import ldap3
+import pytest
 
 from provisiond.config import load_config
-from provisiond.directory.connection import ConnectionFactory
+from provisiond.directory.connection import ConnectionFactory, LdapSettings
 from provisiond.directory.controls import sync_request_control
-from provisiond.directory.stream import ChangeStream
+from provisiond.directory.stream import Change, ChangeStream, Mode
 from provisiond.engine import Engine
 from provisiond.testing.slapd import SLAPADD, Slapd
 from tests.directory.test_stream import FILTER, OU, Recorder, add, dn, running, stream
@@ -128,3 +131,91 @@ def test_once_processes_entries_when_slapd_restarted_older_than_the_saved_cookie
     conn = connect(slapd)
     assert mode_of(conn, dn("late")) == "added"
     assert mode_of(conn, dn("one")) == "added"
+
+
+# -- the stream never dies (issue 8.1) -------------------------------------------------------------
+
+
+def settings(slapd: Slapd, password_file: Path, **overrides: object) -> LdapSettings:
+    values: dict[str, object] = {"uri": slapd.uri, "bind_dn": slapd.root_dn,
+                                 "bind_password_file": str(password_file), "timeout": 5}
+    values.update(overrides)
+    return LdapSettings(**values)  # type: ignore[arg-type]
+
+
+def down_reasons(recorder: Recorder) -> list[str]:
+    with recorder.condition:
+        return [reason for up, reason in recorder.connection if not up]
+
+
+@pytest.mark.parametrize("mode", ["persist", "refresh", "poll"])
+def test_a_wrong_password_is_retried_until_the_file_is_fixed(
+    slapd: Slapd, tmp_path: Path, mode: Mode
+) -> None:
+    """ASYNC_STREAM leaves `connection.result` None after a failed bind: reading it raised
+    AttributeError, which ended the stream thread for good."""
+    secret = tmp_path / "bind.secret"
+    secret.write_text("wrong\n")
+    factory = ConnectionFactory(settings(slapd, secret))
+    recorder = Recorder()
+    change_stream = stream(factory, mode, recorder)
+    with running(change_stream):
+        recorder.wait("the bind failure", lambda r: bool(down_reasons(r)))
+        assert "invalidCredentials" in down_reasons(recorder)[0]
+        time.sleep(0.6)  # several retries (backoff 0.05-0.2 s): still down, reported once
+        assert recorder.connection == [(False, down_reasons(recorder)[0])]
+        slapd.write_password_file(secret)  # the file is read again on every attempt
+        recorder.wait("the connection", lambda r: r.connection[-1][0] is True)
+        writer = factory.open()
+        add(writer, "after")
+        writer.unbind()
+        recorder.wait("the entry", lambda r: bool(r.named("after")))
+
+
+class Failing(Recorder):
+    """A listener with a bug: its first on_change raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+
+    def on_change(self, change: Change) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in the listener")
+        super().on_change(change)
+
+
+def test_the_stream_outlives_an_exception_nobody_foresaw(
+    factory: ConnectionFactory, writer: ldap3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    add(writer, "a")
+    recorder = Failing()
+    with running(stream(factory, "persist", recorder)):
+        recorder.wait("the change again", lambda r: bool(r.named("a")))
+        recorder.wait("the reconnect", lambda r: r.connection[-1][0] is True)
+    assert recorder.connection[0][0] is False and "a bug in the listener" in \
+        recorder.connection[0][1]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None  # with its traceback
+    assert "RuntimeError" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize("override, reason", [
+    ({"uri": "ldap://127.0.0.1:notaport"}, "cannot connect"),
+    ({"ca_file": "/nonexistent/ca.pem"}, "cannot connect"),
+    ({"timeout": float("nan")}, "cannot connect"),
+    ({"bind_password_file": "/nonexistent/bind.pw"}, "bind password file"),
+])
+@pytest.mark.parametrize("mode", ["persist", "refresh"])
+def test_settings_that_fail_at_run_time_keep_the_stream_retrying(
+    slapd: Slapd, password_file: Path, mode: Mode, override: dict[str, object], reason: str
+) -> None:
+    factory = ConnectionFactory(settings(slapd, password_file, **override))
+    recorder = Recorder()
+    with running(stream(factory, mode, recorder)):
+        recorder.wait("the failure", lambda r: bool(down_reasons(r)))
+        time.sleep(0.5)  # retried meanwhile, and reported once
+    (down,) = down_reasons(recorder)
+    assert reason in down, down
+    assert slapd.root_password not in down

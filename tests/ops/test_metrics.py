@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -160,3 +161,27 @@ def test_counters_survive_a_new_engine(slapd: Slapd, tmp_path: Path) -> None:
         families = parse(metrics.render())
     assert value(families, "provisiond_entries_processed_total", service="demo",
                  outcome="success") == 2
+
+
+def test_connected_is_0_while_the_bind_fails_and_1_once_the_password_file_is_fixed(
+    slapd: Slapd, tmp_path: Path
+) -> None:
+    """A failed bind used to end the stream thread: connected stayed 0 and new entries were
+    never processed, even after the password file was fixed (issue 8.1)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root))
+    secret = tmp_path / "cfg" / "bind.secret"
+    secret.write_text("wrong\n")
+    conn = connect(slapd)
+    dn = add_item(conn, "waiting")
+    metrics = Metrics(MetricsSettings())
+    with running(config, metrics) as engine:
+        rt = engine.services["demo"]
+        time.sleep(1.0)  # the first bind and a retry or two have failed
+        assert not rt.connected
+        assert value(parse(metrics.render()), "provisiond_connected", service="demo") == 0
+        assert "waiting for the directory: demo" in status_line(engine)
+        slapd.write_password_file(secret)
+        wait_for(lambda: mode_of(conn, dn) == "added", timeout=30, what="the entry processed")
+        assert value(parse(metrics.render()), "provisiond_connected", service="demo") == 1
