@@ -1,7 +1,8 @@
 """`provisiond check`: everything that can be verified before the first entry arrives.
 
 The configuration (and every template) was already loaded and compiled to get here; this adds
-what needs the outside world: hook programs, the bind, the service bases, the sync control.
+what needs the outside world: the programs steps run (hooks and render `validate` commands),
+the bind, the service bases, the sync control.
 One line per check, `ok` or `FAIL` first, so a human and a script read it the same way.
 """
 
@@ -13,27 +14,35 @@ from typing import TextIO
 
 import ldap3
 
-from provisiond.config.model import Config, HookAction
+from provisiond.config.model import Config, HookAction, RenderAction
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
 from provisiond.hooks import HookError, resolve_program
 
 
-def _hook_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
-    seen: set[str] = set()
+def _programs(config: Config) -> Iterator[tuple[str, str]]:
+    """(what, program) for every hook and render `validate` command; the loader rendered
+    each program name from vars, so none is a template any more."""
     for spec in config.services:
         for steps in spec.steps.values():
             for step in steps:
                 if isinstance(step.action, HookAction):
-                    program = step.action.argv[0]
-                    if program in seen or "{" in program:
-                        continue
-                    seen.add(program)
+                    yield "hook", step.action.argv[0]
+                elif isinstance(step.action, RenderAction) and step.action.validate:
+                    yield "validate program", step.action.validate[0]
 
-                    def check(program: str = program) -> str:
-                        return resolve_program(program, config.hooks.path)
 
-                    yield f"hook {program} is executable", check
+def _program_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
+    seen: set[str] = set()
+    for what, program in _programs(config):
+        if program in seen:
+            continue
+        seen.add(program)
+
+        def check(program: str = program) -> str:
+            return resolve_program(program, config.hooks.path)
+
+        yield f"{what} {program} is executable", check
 
 
 def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
@@ -53,7 +62,7 @@ def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
 
     report(f"configuration {config.source} loads, templates compile",
            lambda: f"{len(config.services)} services")
-    for name, check in _hook_checks(config):
+    for name, check in _program_checks(config):
         report(name, check)
 
     factory = ConnectionFactory(config.ldap)

@@ -220,6 +220,25 @@ ROWS: list[Row] = [
     Row("file larger than 1 MiB", {}, "", "larger than 1024 KiB",
         append=b"#" * (1 << 20) + b"\n"),
     Row("nested too deeply", {}, "", "invalid YAML", append=b"deep: " + b"[" * 5000 + b"]" * 5000),
+    # item 8: no LDAP value may choose which program runs (hooks and validate commands)
+    Row("hook program from a value", hook_step(hook=["{{ values.name }}", "x"]),
+        "services.x.steps.add[0].hook[0]", "program"),
+    Row("hook program chosen by an if", hook_step(
+        hook=["{% if entry.mode == 'add' %}demo-hook{% else %}other{% endif %}"]),
+        "services.x.steps.add[0].hook[0]", "program"),
+    Row("hook program from refs", hook_step(hook=["{{ refs.disk.values.tool }}"]),
+        "services.x.steps.add[0].hook[0]", "program"),
+    Row("hook program from a var holding a template",
+        service(vars={"tool": "{{ values.name }}"},
+                steps={"add": [{"name": "h", "code": 1, "hook": ["{{ vars.tool }}"]}]}),
+        "services.x.steps.add[0].hook[0]", "program"),
+    Row("validate program is the file", step("render", {
+        "template": "demo/item.conf.j2", "path": "/srv/provisiond-test/a",
+        "validate": ["{{ file }}"]}), "services.x.steps.add[0].render.validate[0]", "program"),
+    Row("validate program from a value", step("render", {
+        "template": "demo/item.conf.j2", "path": "/srv/provisiond-test/a",
+        "validate": ["/usr/lib/checkers/{{ values.kind }}", "{{ file }}"]}),
+        "services.x.steps.add[0].render.validate[0]", "program"),
 ]
 
 
@@ -265,7 +284,8 @@ def test_broken_config_is_refused_at_load(tmp_path: Path, row: Row) -> None:
 CLI_ROWS = ["root /tmp/..", "demo var root /var/..", "hooks.timeout .nan",
             "render mode 0644 unquoted", "config not UTF-8", "template not UTF-8",
             "filter unbalanced", "uri without //", "logging.tag with space", "state_dir under a file",
-            "roots [] with a render step", "hooks.path with ':'", "alias bomb"]
+            "roots [] with a render step", "hooks.path with ':'", "alias bomb",
+            "hook program from a value"]
 
 
 @pytest.mark.parametrize("row_id", CLI_ROWS)
@@ -319,3 +339,15 @@ def test_yaml_anchors_and_merge_keys_within_bounds_still_work(tmp_path: Path) ->
     path = write(tmp_path, {"services": None})
     config = load_config(path)
     assert [s.roots for s in config.services] == [(Path("/srv/one"),), (Path("/srv/two"),)]
+
+
+def test_a_program_name_from_vars_is_rendered_once_at_load(tmp_path: Path) -> None:
+    path = write(tmp_path, service(vars={"tool": "/usr/bin/true", "hook": "demo-hook"}, steps={
+        "add": [{"name": "h", "code": 1, "hook": ["{{ vars.hook }}", "{{ values.x }}"]},
+                {"name": "r", "code": 2, "render": {
+                    "template": "demo/item.conf.j2", "path": "/srv/provisiond-test/a",
+                    "validate": ["{{ vars.tool }}", "{{ file }}"]}}]}))
+    spec = next(s for s in load_config(path).services if s.name == "x")
+    hook, render = spec.steps["add"]
+    assert hook.action.argv == ("demo-hook", "{{ values.x }}")  # type: ignore[union-attr]
+    assert render.action.validate == ("/usr/bin/true", "{{ file }}")  # type: ignore[union-attr]

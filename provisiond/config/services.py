@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ from provisiond.config.schema import Where
 from provisiond.config.sections import HOOKS
 from provisiond.config.syntax import check_dn, check_filter
 from provisiond.fsutil import PathNotAllowed, check_root
-from provisiond.render import check_string, render_string
-from provisiond.values import DnType, SpecError, ValueSpec
+from provisiond.render import RenderError, check_string, render_string
+from provisiond.values import DnType, SpecError, ValueSpec, has_control_characters
 
 SERVICE_KEYS = {
     "kind", "vars", "base", "scope", "filter", "attributes", "values", "outputs",
@@ -244,6 +245,37 @@ def _expand(text: str, vars_: Mapping[str, Any], where: Where, env: jinja2.Envir
         raise where.error(str(exc)) from exc
 
 
+def _programs(steps: Mapping[str, tuple[Step, ...]], vars_: Mapping[str, Any],
+              env: jinja2.Environment, where: Where) -> dict[str, tuple[Step, ...]]:
+    """argv[0] of every hook and validate command, rendered now from `vars` alone and kept
+    as plain text: no LDAP value (values, refs, entry, outputs, file) may choose which
+    program runs, and `check` can then check each program."""
+
+    def program(source: str, at: Where) -> str:
+        try:
+            name = render_string(env, source, {"vars": vars_})
+        except RenderError as exc:
+            raise at.error("the program name may use only vars (rendered at load): an LDAP "
+                           f"value must not choose which program runs ({exc})") from exc
+        if not name or name != name.strip() or "{" in name or "}" in name or (
+                has_control_characters(name)):
+            raise at.error(f"not a program name: {name!r} (rendered from {source!r})")
+        return name
+
+    def fixed(step: Step, at: Where) -> Step:
+        action = step.action
+        if isinstance(action, HookAction):
+            argv = (program(action.argv[0], at.child("hook").child(0)), *action.argv[1:])
+            return replace(step, action=replace(action, argv=argv))
+        if isinstance(action, RenderAction) and action.validate:
+            first = program(action.validate[0], at.child("render").child("validate").child(0))
+            return replace(step, action=replace(action, validate=(first, *action.validate[1:])))
+        return step
+
+    return {mode: tuple(fixed(step, where.child(mode).child(i)) for i, step in enumerate(found))
+            for mode, found in steps.items()}
+
+
 def _checked(check: Callable[[str], str], text: str, where: Where) -> str:
     try:
         return check(text)
@@ -296,7 +328,8 @@ def read_service(
     active = data.get("active") or ""
     if not isinstance(active, str):
         raise where.child("active").error("must be a string (an LDAP filter)")
-    steps = _steps(env, data.get("steps"), where.child("steps"))
+    steps = _programs(_steps(env, data.get("steps"), where.child("steps")), vars_, env,
+                      where.child("steps"))
     _check_roots(tuple(root_paths), steps, where.child("roots"))
     return ServiceSpec(
         name=name,
