@@ -124,6 +124,9 @@ ROWS: list[Row] = [
         "finite"),
     Row("step timeout .inf", hook_step(timeout=INF), "services.x.steps.add[0].timeout",
         "finite"),
+    Row("var .nan", service(vars={"pct": NAN}), "services.x.vars.pct", "finite"),
+    Row("var .inf in a list", service(vars={"levels": [1, INF]}), "services.x.vars.levels[1]",
+        "finite"),
     Row("timeout on a mkdir step", service(steps={"add": [
         {"name": "s", "code": 1, "timeout": 5, "mkdir": "/srv/provisiond-test/a"}]}),
         "services.x.steps.add[0].timeout", "only hook steps"),

@@ -7,6 +7,7 @@ and key path instead of failing an entry at three in the morning.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -276,6 +277,18 @@ def _programs(steps: Mapping[str, tuple[Step, ...]], vars_: Mapping[str, Any],
             for mode, found in steps.items()}
 
 
+def _finite(data: Any, where: Where) -> None:
+    """Vars reach templates and their filters: a YAML .nan or .inf there is a mistake."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise where.error(f"must be a finite number, not {data!r}")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            _finite(value, where.child(str(key)))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _finite(value, where.child(i))
+
+
 def _checked(check: Callable[[str], str], text: str, where: Where) -> str:
     try:
         return check(text)
@@ -307,6 +320,7 @@ def read_service(
             f"unknown service key (known: {', '.join(sorted(SERVICE_KEYS))})"
         )
     vars_ = dict(_mapping(data.get("vars"), where.child("vars")))
+    _finite(vars_, where.child("vars"))
     scope = data.get("scope", "sub")
     if scope not in ("base", "one", "sub"):
         raise where.child("scope").error("must be base, one or sub")
