@@ -17,7 +17,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
-from provisiond.directory.stream import text_attributes
+from provisiond.directory.decode import response_dn, text_attributes
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyasn1\..*")
 
@@ -47,7 +47,7 @@ def entry_from_response(response: Mapping[str, Any]) -> Entry | None:
         return None
     attributes = text_attributes(response.get("raw_attributes") or {})
     uuid = (attributes.get("entryuuid") or ("",))[0].lower()
-    return Entry(dn=str(response.get("dn", "")), uuid=uuid, attributes=attributes)
+    return Entry(dn=response_dn(response), uuid=uuid, attributes=attributes)
 
 
 class Directory:

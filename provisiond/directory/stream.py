@@ -60,6 +60,7 @@ from .controls import (
     sync_request_control,
 )
 from .cookie import newest_csn, parse_cookie
+from .decode import response_dn, text_attributes
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +110,6 @@ class SearchFailed(DirectoryUnavailable):
 
 class _SearchAgain(Exception):
     """The server refused our cookie: search again at once, without it (not an outage)."""
-
-
-def text_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[str, ...]]:
-    """Lower-cased names, values decoded as UTF-8 (undecodable bytes replaced)."""
-    return MappingProxyType(
-        {
-            name.lower(): tuple(
-                v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
-                for v in values
-            )
-            for name, values in raw.items()
-        }
-    )
 
 
 class _Session:
@@ -389,7 +377,7 @@ class ChangeStream:
                 attrs = text_attributes(message.get("raw_attributes") or {})
                 uuid = (attrs.get("entryuuid") or ("",))[0].lower()
                 if uuid:
-                    self._session.catch_up(uuid, message.get("dn"), attrs)
+                    self._session.catch_up(uuid, response_dn(message), attrs)
 
     def _poll_pass(self) -> None:
         since = self._poll_csn
@@ -404,9 +392,9 @@ class ChangeStream:
             attrs = text_attributes(message.get("raw_attributes") or {})
             uuids, csns = attrs.get("entryuuid", ()), attrs.get("entrycsn", ())
             if not uuids or not csns:
-                log.warning(kv(event="no-uuid-or-csn", dn=message.get("dn"), msg="entry ignored"))
+                log.warning(kv(event="no-uuid-or-csn", dn=response_dn(message), msg="entry ignored"))
             elif since is None or csns[0] > since:  # `>=` is inclusive: skip what was seen
-                rows.append((csns[0], uuids[0].lower(), message.get("dn"), attrs))
+                rows.append((csns[0], uuids[0].lower(), response_dn(message), attrs))
         for _csn, uuid, dn, attrs in sorted(rows, key=lambda row: row[0]):
             self._session.emit(uuid, dn, True, attrs)
         if rows:
@@ -418,7 +406,7 @@ class ChangeStream:
         kind = message.get("type")
         if kind == "searchResEntry":
             self._session.entry(
-                message.get("dn") or "",
+                response_dn(message),
                 message.get("raw_attributes") or {},
                 message.get("controls") or {},
             )

@@ -1,0 +1,53 @@
+"""What the server sent, as text, without losing anything that names an entry.
+
+ldap3 decodes a DN that is not valid UTF-8 with latin-1 instead (slapd accepts such DNs, e.g.
+`cn=\\ED\\A0\\80`), and a read, claim or report sent with that string names another entry: the
+claim fails with noSuchObject and the entry is never processed. ldap3 keeps the bytes it
+received (`raw_dn`), so DNs are made from those: valid UTF-8 as it is, and every byte that is
+not part of valid UTF-8 as an RFC 4514 hex escape (`\\ED`), which the server parses back to the
+same byte. The DN then reaches its entry, and shows in logs and messages as printable text.
+
+Attribute values are decoded for reading (undecodable bytes become U+FFFD); the value types
+reject what they cannot use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+_ESCAPED = range(0xDC80, 0xDD00)  # how "surrogateescape" carries the bytes 0x80-0xFF
+
+
+def dn_text(raw: bytes | str) -> str:
+    """A DN as the server sent it: text where it is valid UTF-8, `\\XX` for other bytes."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="surrogateescape")
+        return "".join(f"\\{ord(c) - 0xDC00:02X}" if ord(c) in _ESCAPED else c for c in text)
+
+
+def response_dn(response: Mapping[str, Any]) -> str:
+    """The DN of one of ldap3's response dicts, from the bytes received when it kept them
+    (its fast decoder does; the other one keeps only text)."""
+    raw = response.get("raw_dn")
+    if isinstance(raw, bytes | bytearray):
+        return dn_text(bytes(raw))
+    return str(response.get("dn") or "")
+
+
+def text_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[str, ...]]:
+    """Lower-cased names, values decoded as UTF-8 (undecodable bytes replaced)."""
+    return MappingProxyType(
+        {
+            name.lower(): tuple(
+                v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+                for v in values
+            )
+            for name, values in raw.items()
+        }
+    )
