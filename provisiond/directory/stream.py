@@ -13,14 +13,11 @@ Three ways to learn about changes, all delivering the same `Change` records to a
 - `poll`: a plain search for `entryCSN>=` the newest CSN seen. No deletes, and only safe
   against a single provider (a late-replicated change can carry an older CSN).
 
-Bookkeeping that the RFC leaves to the client: the stream remembers which UUIDs it believes
-match. When the server cannot replay its session log (it is lost on restart) it sends a
-present phase listing the survivors; everything known and not listed is reported as gone.
-A cookie is only passed on when every change it covers has been handed to the listener, so a
-consumer that persists (cookie, covers) after acting on change `covers` can resume exactly.
-A cookie the server refuses (e-syncRefreshRequired, or "consumer state is newer than provider"
-from a slapd that restarted with an older contextCSN after a crash) is dropped: the stream
-refreshes without it, which is safe because every entry is re-decided from its current state.
+The bookkeeping that the RFC leaves to the client (which UUIDs match, when a cookie may be
+passed on) is session.py's. A cookie the server refuses (e-syncRefreshRequired, or "consumer
+state is newer than provider" from a slapd that restarted with an older contextCSN after a
+crash) is dropped: the stream refreshes without it, which is safe because every entry is
+re-decided from its current state.
 
 ldap3 says nothing when the server goes away during a persistent search: its receiver thread
 ends and the connection closes. A watchdog notices that within `watchdog` seconds and the
@@ -36,9 +33,8 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -50,17 +46,17 @@ from .connection import ConnectionFactory, DirectoryUnavailable, close_quietly
 from .controls import (
     SYNC_DONE_OID,
     SYNC_INFO_OID,
-    SYNC_STATE_OID,
     ControlError,
     SyncDone,
-    SyncInfo,
     decode_sync_done,
     decode_sync_info,
-    decode_sync_state,
     sync_request_control,
 )
 from .cookie import newest_csn, parse_cookie
 from .decode import response_dn, text_attributes
+from .session import Change, StreamListener, SyncSession
+
+__all__ = ["Change", "ChangeStream", "Mode", "SearchFailed", "StreamHealth", "StreamListener"]
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +71,6 @@ COOKIE_REFUSED = (RESULT_SYNC_REFRESH_REQUIRED, RESULT_UNWILLING)
 
 
 @dataclass(frozen=True)
-class Change:
-    seq: int
-    uuid: str
-    dn: str | None
-    present: bool
-    attributes: Mapping[str, tuple[str, ...]] = field(hash=False)
-
-
-@dataclass(frozen=True)
 class StreamHealth:
     """The stream's connection state as last reported: for the watchdog and `status`."""
 
@@ -93,123 +80,12 @@ class StreamHealth:
     since_monotonic: float  # the same instant on the monotonic clock, to measure durations
 
 
-class StreamListener(Protocol):
-    def on_change(self, change: Change) -> None: ...
-
-    def on_cookie(self, cookie: str, covers: int) -> None: ...
-
-    def on_refresh_done(self) -> None: ...
-
-    def on_connection(self, up: bool, reason: str) -> None:
-        """The connection came up or went down; while down, also a new reason for it."""
-
-
 class SearchFailed(DirectoryUnavailable):
     """The server answered the sync or poll search with an error (or garbage)."""
 
 
 class _SearchAgain(Exception):
     """The server refused our cookie: search again at once, without it (not an outage)."""
-
-
-class _Session:
-    """Pure bookkeeping of one stream: sequence numbers, the UUIDs believed to match, and the
-    cookies held back until the phase they belong to is complete."""
-
-    def __init__(self, listener: StreamListener, cookie: str | None, known: Iterable[str]) -> None:
-        self.listener = listener
-        self.cookie = cookie
-        self.seq = 0
-        self.known: dict[str, str | None] = dict.fromkeys(known)
-        self.in_refresh = False
-        self.full = False
-        self.seen: set[str] = set()
-        self.pending: str | None = None
-
-    def begin(self, cookie: str | None) -> None:
-        """A new sync search starts (with `cookie`, None for a full reload)."""
-        self.in_refresh, self.full = True, cookie is None
-        self.seen, self.pending = set(), None
-
-    def emit(self, uuid: str, dn: str | None, present: bool, attrs: Mapping[str, Any]) -> None:
-        self.seq += 1
-        if present:
-            self.known[uuid] = dn
-        else:
-            dn = dn or self.known.get(uuid)
-            self.known.pop(uuid, None)
-        self.listener.on_change(Change(self.seq, uuid, dn, present, attrs))
-
-    def deliver_cookie(self, cookie: str | None) -> None:
-        if cookie:
-            self.cookie = cookie
-            self.listener.on_cookie(cookie, self.seq)
-
-    def offer_cookie(self, cookie: str | None) -> None:
-        if not cookie:
-            return
-        if self.in_refresh:
-            self.pending = cookie
-        else:
-            self.deliver_cookie(cookie)
-
-    def entry(self, dn: str, raw: Mapping[str, Sequence[bytes]], controls: Mapping[str, Any]) -> None:
-        control = controls.get(SYNC_STATE_OID)
-        if control is None:
-            log.warning(kv(event="no-sync-state", dn=dn, msg="entry ignored"))
-            return
-        state = decode_sync_state(control["value"])
-        attrs = text_attributes(raw)
-        if state.state == "delete":
-            self.emit(state.uuid, dn, False, MappingProxyType({}))
-        elif state.state == "present" and not attrs:
-            self.seen.add(state.uuid)
-            self.known.setdefault(state.uuid, dn)
-        else:
-            self.seen.add(state.uuid)
-            self.emit(state.uuid, dn, True, attrs)
-        self.offer_cookie(state.cookie)
-
-    def catch_up(self, uuid: str, dn: str | None, attrs: Mapping[str, tuple[str, ...]]) -> None:
-        """An entry found outside the sync search during a refresh: delivered unless the
-        refresh delivered it already."""
-        if uuid not in self.seen:
-            self.seen.add(uuid)
-            self.emit(uuid, dn, True, attrs)
-
-    def _end_phase(self, cookie: str | None, present: bool, refresh_done: bool) -> None:
-        # A present phase lists every survivor; a full reload (no cookie) sends all content.
-        if present or (self.full and refresh_done):
-            gone = [u for u in self.known if u not in self.seen]
-            log.info(kv(event="present-phase", listed=len(self.seen), gone=len(gone)))
-            for uuid in gone:
-                self.emit(uuid, None, False, MappingProxyType({}))
-            self.full = False  # a delete phase may follow: the survivors are settled
-        self.seen = set()
-        self.deliver_cookie(cookie or self.pending)
-        self.pending = None
-        if refresh_done:
-            self.in_refresh = False
-            self.listener.on_refresh_done()
-
-    def info(self, info: SyncInfo) -> None:
-        if info.kind == "newcookie":
-            self.offer_cookie(info.cookie)
-        elif info.kind in ("refreshDelete", "refreshPresent"):
-            self._end_phase(info.cookie, info.kind == "refreshPresent", info.refresh_done)
-        elif info.refresh_deletes:  # syncIdSet of deleted entries
-            for uuid in info.uuids:
-                self.emit(uuid, None, False, MappingProxyType({}))
-            self.offer_cookie(info.cookie)
-        else:  # syncIdSet of entries still present (present phase)
-            self.seen.update(info.uuids)
-            for uuid in info.uuids:
-                self.known.setdefault(uuid, None)
-            self.offer_cookie(info.cookie)
-
-    def done(self, done: SyncDone) -> None:
-        """End of a refreshOnly search."""
-        self._end_phase(done.cookie, not done.refresh_deletes, refresh_done=True)
 
 
 class _Backoff:
@@ -271,7 +147,7 @@ class ChangeStream:
         wanted = {name.lower() for name in attributes}
         self.attributes = [*attributes, *(name for name in extra if name.lower() not in wanted)]
         self._poll_csn = newest_csn(parse_cookie(cookie)) if mode == "poll" and cookie else None
-        self._session = _Session(listener, cookie, known)
+        self._session = SyncSession(listener, cookie, known)
         self._backoff = _Backoff(backoff_initial, backoff_max)
         self._connection: Any = None  # kept between passes in refresh and poll modes
         self._up: bool | None = None
