@@ -34,16 +34,18 @@ import jinja2
 from provisiond import lifecycle
 from provisiond.aggregate import Aggregates
 from provisiond.clock import Clock
-from provisiond.config.model import Config, HookAction, ServiceSpec
-from provisiond.directory.access import Directory, Entry, WriteResult
+from provisiond.config.model import Config
+from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
 from provisiond.directory.stream import Change
 from provisiond.hostlock import AggregateLocks
-from provisiond.journal import Claim, Ownership, new_token, ownership
+from provisiond.journal import Claim, new_token
 from provisiond.logs import kv
 from provisiond.pipeline import Job, Pipeline, StepFailed
+from provisiond.recovery import Recovery
 from provisiond.render import make_environment
+from provisiond.reporting import Interrupted, Reporter
 from provisiond.runtime import Counters, ServiceRuntime, Work
 from provisiond.scheduler import Scheduler
 from provisiond.tempsweep import sweep
@@ -59,11 +61,6 @@ RECONNECT_SPREAD_SECONDS = 1.0
 PRIORITY_RESUME, PRIORITY_REQUEST, PRIORITY_STOP = 0, 1, 2
 
 
-class Interrupted(Exception):
-    """The daemon is stopping while the directory is unavailable: the work is done or
-    half-done, and the journal resumes the entry on the next start."""
-
-
 class Engine:
     def __init__(self, config: Config, clock: Clock | None = None) -> None:
         self.config = config
@@ -75,15 +72,17 @@ class Engine:
         self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
         self.scheduler = Scheduler(self.clock, self._due)
         self.counters = Counters()
+        self._stopping = threading.Event()
         self.locks = AggregateLocks()
+        self.reporter = Reporter(self.directory, self.counters, self._stopping, config.retry)
+        self.recovery = Recovery(self)
         self.services = {spec.name: ServiceRuntime(self, spec) for spec in config.services}
         self._queue: queue.PriorityQueue[tuple[int, int, Work | None]] = queue.PriorityQueue()
         self._order = iter(range(1 << 62))  # FIFO within a priority; next() is atomic
-        self._lock = threading.Condition()
+        self.lock = threading.Condition()
         self._busy: set[str] = set()
         self._again: dict[str, Work] = {}
         self._retrying: set[str] = set()
-        self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._refreshed: set[str] = set()
         self.first_sync = threading.Event()
@@ -116,7 +115,7 @@ class Engine:
         rt.watermark.handled(seq)
 
     def submit(self, work: Work) -> None:
-        with self._lock:
+        with self.lock:
             if work.uuid in self._busy:
                 earlier = self._again.get(work.uuid)
                 seqs = (earlier.seqs if earlier else ()) + work.seqs
@@ -131,99 +130,22 @@ class Engine:
         self._queue.put((priority, next(self._order), work))
 
     def _due(self, work: Work) -> None:
-        with self._lock:
+        with self.lock:
             self._retrying.discard(work.uuid)
         self.submit(work)
+
+    def in_hand(self, uuid: str) -> bool:
+        """Whether a worker or a pending retry has the entry."""
+        with self.lock:
+            return uuid in self._busy or uuid in self._retrying
+
+    def recover(self, rt: ServiceRuntime) -> None:
+        self.recovery.recover(rt)
 
     def refresh_done(self, rt: ServiceRuntime) -> None:
         self._refreshed.add(rt.spec.name)
         if self._refreshed >= set(self.services):
             self.first_sync.set()
-
-    # -- recovery --------------------------------------------------------------------------------
-
-    def resume_journal(self, rt: ServiceRuntime) -> None:
-        """Queue our journalled claims (resumes go ahead of every request)."""
-        for claim in rt.journal.claims():
-            with self._lock:
-                if claim.uuid in self._busy or claim.uuid in self._retrying:
-                    continue  # ours and in hand: nothing was stranded
-            log.info(kv(event="resume", service=rt.spec.name, dn=claim.dn, uuid=claim.uuid,
-                        mode=claim.request))
-            self.submit(Work(rt.spec.name, claim.uuid, claim.dn, kind="resume"))
-
-    def recover(self, rt: ServiceRuntime) -> None:
-        """On start and every reconnect: resume our stranded claims, find future-dated work."""
-        try:
-            names = rt.spec.attributes
-            attributes = rt.spec.ldap_attributes()
-            if rt.spec.recover == "all":
-                for entry in self.directory.search(rt.spec.base, rt.spec.working_filter,
-                                                   attributes, rt.spec.scope):
-                    state = lifecycle.read_state(names, entry.attributes)
-                    if lifecycle.is_stranded(state) and not rt.journal.holds(entry.uuid):
-                        rt.journal.record(Claim(entry.uuid, entry.dn, state.working_request or ""))
-            self.resume_journal(rt)
-            if rt.saved_cookie:  # the stream will not re-deliver entries waiting for a date
-                dated = f"(&{rt.spec.sync_filter}(!({names.execution_date}=0)))"
-                for entry in self.directory.search(rt.spec.base, dated, attributes, rt.spec.scope):
-                    self.consider(rt, entry, None)
-        except DirectoryUnavailable as exc:
-            log.warning(kv(event="recover-deferred", service=rt.spec.name, reason=str(exc)))
-
-    def _prove(self, rt: ServiceRuntime, work: Work, entry: Entry) -> bool:
-        """Whether the stranded `entry` is ours to resume (journal.py says how that is
-        proven); a claim that is not is forgotten or watched, never resumed blindly."""
-        claim = rt.journal.get(entry.uuid)
-        if claim is None:
-            return False
-        names = rt.spec.attributes
-        message = lifecycle.first(entry.attributes, names.message) if names.message else None
-        owner = ownership(claim, message, names.message is not None)
-        if owner is Ownership.OURS or (owner is Ownership.UNPROVEN and rt.spec.recover == "all"):
-            return True
-        if owner is Ownership.THEIRS:
-            log.info(kv(event="claim-not-ours", service=rt.spec.name, dn=entry.dn,
-                        uuid=entry.uuid, msg="another daemon's claim: left to its owner"))
-            rt.journal.forget(entry.uuid)
-            return False
-        quiet = self.quiet_period(rt.spec, claim.request)
-        log.warning(kv(event="claim-unproven", service=rt.spec.name, dn=entry.dn,
-                       uuid=entry.uuid, wait=f"{quiet:g}s",
-                       msg="interrupted inside the claim's round trip: resumed if the entry "
-                           "stays untouched for longer than a live owner could take"))
-        self.scheduler.add(("unproven", rt.spec.name, entry.uuid),
-                           self.clock.now() + timedelta(seconds=quiet),
-                           replace(work, kind="unproven", csn=_csn(entry)))
-        return False
-
-    def quiet_period(self, spec: ServiceSpec, request: str) -> float:
-        """The longest a live daemon can hold a claim of `request` without writing to the
-        entry: every step at its timeout, on every transient retry, plus the retry waits."""
-        hooks, retry = self.config.hooks, self.config.retry
-        steps = sum((s.action.timeout if isinstance(s.action, HookAction) and s.action.timeout
-                     else hooks.timeout) + hooks.kill_grace for s in spec.steps_for(request))
-        return steps * (retry.limit + 1) + retry.maximum * retry.limit + 60.0
-
-    def _check_unproven(self, rt: ServiceRuntime, work: Work) -> None:
-        try:
-            entry = self._fresh(rt, work)
-        except DirectoryUnavailable:
-            self.scheduler.add(("unproven", work.service, work.uuid),
-                               self.clock.now() + timedelta(seconds=self.retry_delay(0)), work)
-            return
-        state = lifecycle.read_state(rt.spec.attributes, entry.attributes) if entry else None
-        if entry is None or state is None or not lifecycle.is_stranded(state):
-            rt.journal.forget(work.uuid)  # its owner finished it (or it is gone)
-            return
-        if _csn(entry) != work.csn:  # written to meanwhile: somebody is at work; wait again
-            self._prove(rt, work, entry)
-            return
-        log.warning(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
-                       msg="unproven claim, untouched for the quiet period"))
-        rt.journal.record(Claim(entry.uuid, entry.dn, state.working_request or "",
-                                confirmed=True))
-        self.submit(Work(rt.spec.name, entry.uuid, entry.dn, kind="resume"))
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -251,15 +173,15 @@ class Engine:
         if settled:
             for seq in work.seqs:
                 rt.watermark.handled(seq)
-        with self._lock:
+        with self.lock:
             again = self._again.pop(work.uuid, None)
             if again is None or self._stopping.is_set():
                 self._busy.discard(work.uuid)  # a dropped `again` leaves its seqs outstanding
-                self._lock.notify_all()
+                self.lock.notify_all()
                 return
         self._enqueue(again)
 
-    def _fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
+    def fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
         attributes = (*rt.spec.ldap_attributes(), "entryCSN")
         entry = self.directory.read(work.dn, attributes) if work.dn else None
         if entry is None or entry.uuid != work.uuid:  # renamed, or gone
@@ -271,10 +193,10 @@ class Engine:
         rt = self.services[work.service]
         spec, names = rt.spec, rt.spec.attributes
         if work.kind == "unproven":
-            self._check_unproven(rt, work)
+            self.recovery.check_unproven(rt, work)
             return True
         try:
-            entry = self._fresh(rt, work)
+            entry = self.fresh(rt, work)
         except DirectoryUnavailable as exc:
             return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
         if entry is None:
@@ -287,7 +209,7 @@ class Engine:
             if not lifecycle.is_stranded(state):
                 rt.journal.forget(work.uuid)
                 return True
-            if not self._prove(rt, work, entry):
+            if not self.recovery.prove(rt, work, entry):
                 return True
             request = state.working_request or ""
         else:
@@ -333,7 +255,7 @@ class Engine:
                 return claimed is False  # lost: settled; None: deferred with its change
         started = time.monotonic()
         if invalid is not None:
-            self._report_failure(rt, entry, request, invalid_code, f"validate: {invalid}",
+            self.reporter.failure(rt, entry, request, invalid_code, f"validate: {invalid}",
                                  started)
             return True
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
@@ -344,7 +266,7 @@ class Engine:
             raise
         except Exception as exc:  # noqa: BLE001 - claimed: it must end with an outcome
             log.exception(kv(event="internal-error", service=spec.name, uuid=entry.uuid))
-            self._report_failure(rt, entry, request, spec.invalid_code,
+            self.reporter.failure(rt, entry, request, spec.invalid_code,
                                  f"internal error: {type(exc).__name__}: {exc}", started)
             return True
 
@@ -363,12 +285,12 @@ class Engine:
                     return self._retry_later(rt, replace(work, kind="resume",
                                                          progress=failure.outcome),
                                              failure.message)
-                self._report_failure(rt, entry, request, failure.code, failure.message, started)
+                self.reporter.failure(rt, entry, request, failure.code, failure.message, started)
                 return True
-            result = self._report(rt, entry, lifecycle.success_changes(
+            result = self.reporter.report(rt, entry, lifecycle.success_changes(
                 spec.attributes, request, self.clock.now(), outcome.outputs, "ok"))
             if not result.ok:
-                self._report_failure(
+                self.reporter.failure(
                     rt, entry, request, spec.invalid_code,
                     f"report: the directory refused the outcome ({result.description}, "
                     f"{result.code}): {request} ran, its result is not recorded", started)
@@ -394,7 +316,7 @@ class Engine:
         """A claim whose answer was lost (server gone mid-modify) may be ours: look again as
         a resume, which proves ownership before running anything."""
         log.info(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid))
-        with self._lock:
+        with self.lock:
             self._again[entry.uuid] = Work(rt.spec.name, entry.uuid, entry.dn, kind="resume")
 
     def _claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
@@ -455,7 +377,7 @@ class Engine:
             return False  # the journal (if claimed) or the stream brings it back
         delay = self.retry_delay(work.attempt)
         again = replace(work, attempt=work.attempt + 1, outage=outage)
-        with self._lock:
+        with self.lock:
             self._retrying.add(work.uuid)
         self.scheduler.add(("retry", rt.spec.name, work.uuid),
                            self.clock.now() + timedelta(seconds=delay), again)
@@ -473,47 +395,15 @@ class Engine:
             self.scheduler.add(key, self.clock.now() + timedelta(
                 seconds=random.uniform(0, spread)), replace(work, attempt=0))
 
-    def _report_failure(self, rt: ServiceRuntime, entry: Entry, request: str, code: int,
-                        message: str, started: float) -> None:
-        result = self._report(rt, entry, lifecycle.failure_changes(rt.spec.attributes, code,
-                                                                   message))
-        rt.journal.forget(entry.uuid)
-        self.counters.count(rt.spec.name, "failure")
-        log.error(kv(event="failed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
-                     mode=lifecycle.WORKING[request], rc=code,
-                     unreported=True if not result.ok else None,
-                     ms=int((time.monotonic() - started) * 1000), msg=lifecycle.clip(message)))
-
-    def _report(self, rt: ServiceRuntime, entry: Entry, changes: lifecycle.Changes) -> WriteResult:
-        """Write the outcome; while the directory is down, keep trying (the work is done).
-        Raises Interrupted when the daemon stops meanwhile."""
-        delay = self.config.retry.initial or 0.5
-        while True:
-            try:
-                result = self.directory.modify(entry.dn, changes)
-            except DirectoryUnavailable as exc:
-                if self._stopping.wait(delay):
-                    raise Interrupted(f"stopping before the outcome could be reported "
-                                      f"({exc}); the next start resumes it") from exc
-                log.warning(kv(event="report-retry", service=rt.spec.name, dn=entry.dn,
-                               reason=str(exc)))
-                delay = min(delay * 2, self.config.retry.maximum)
-                continue
-            if not result.ok:
-                log.error(kv(event="report-failed", service=rt.spec.name, dn=entry.dn,
-                             uuid=entry.uuid, rc=result.code, msg=result.description))
-            return result
-
     # -- running -----------------------------------------------------------------------------------
 
     def start_workers(self) -> None:
         """Claim this host's aggregate files, sweep stale temp files, queue the journal's
         resumes, then start the workers (before any stream delivers a request)."""
-        self.locks.acquire(path for rt in self.services.values()
-                           for _, _, path in self.pipeline.aggregate_steps(rt.spec))
+        self.locks.acquire(self._aggregate_paths())
         sweep(self._written_directories())
         for rt in self.services.values():
-            self.resume_journal(rt)
+            self.recovery.resume_journal(rt)
         self.scheduler.start()
         for number in range(self.config.workers):
             thread = threading.Thread(target=self._worker, name=f"worker-{number}", daemon=True)
@@ -522,6 +412,16 @@ class Engine:
         for target, name in ((self._save_cookies_loop, "cookies"),
                              (self._refresh_aggregates_loop, "aggregates")):
             threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _aggregate_paths(self) -> list[Path]:
+        paths = []
+        for rt in self.services.values():
+            try:
+                paths += [path for _, _, path in self.pipeline.aggregate_steps(rt.spec)]
+            except StepFailed as failure:  # the step fails with its code when it runs
+                log.error(kv(event="aggregate-path-invalid", service=rt.spec.name,
+                             msg=failure.message))
+        return paths
 
     def _written_directories(self) -> list[Path]:
         state = self.config.state_dir
@@ -557,17 +457,17 @@ class Engine:
                 log.error(kv(event="cookie-save-failed", service=rt.spec.name, reason=str(exc)))
 
     def idle(self) -> bool:
-        with self._lock:
+        with self.lock:
             return not self._busy and not self._retrying and self._queue.empty()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
+        with self.lock:
             while self._busy or self._retrying:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self._lock.wait(timeout=min(remaining or 0.5, 0.5))
+                self.lock.wait(timeout=min(remaining or 0.5, 0.5))
         return True
 
     def run_streams(self, stop: threading.Event) -> list[threading.Thread]:
@@ -600,7 +500,7 @@ class Engine:
         self._stopping.set()
         self.scheduler.stop()
         deadline = time.monotonic() + grace
-        with self._lock:
+        with self.lock:
             # drop queued but unstarted work: the stream or the journal brings it back
             while True:
                 try:
@@ -610,7 +510,7 @@ class Engine:
                 if item is not None:
                     self._busy.discard(item.uuid)
             while self._busy and time.monotonic() < deadline:
-                self._lock.wait(timeout=0.1)
+                self.lock.wait(timeout=0.1)
             finished = not self._busy
         for _ in self._threads:
             self._queue.put((PRIORITY_STOP, next(self._order), None))
@@ -618,6 +518,3 @@ class Engine:
         self.locks.release()
         return finished
 
-
-def _csn(entry: Entry) -> str:
-    return (entry.attributes.get("entrycsn") or ("",))[0]
