@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from provisiond.config import ConfigError, load_config
 
         try:
-            args.loaded_config = load_config(args.config)
+            args.loaded_config = load_config(
+                args.config, check_state=getattr(module, "WRITES_STATE", True))
         except ConfigError as exc:
             print(f"provisiond: configuration error: {exc}", file=sys.stderr)
             return EX_CONFIG

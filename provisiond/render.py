@@ -9,6 +9,7 @@ compute (sizes, shards, stagger offsets), they never sanitise.
 from __future__ import annotations
 
 import hashlib
+import re
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ def shard(uid: Any) -> str:
     Last digit / last three digits / digits 2-4 of the last six / the uid itself.
     """
     text = str(uid)
-    if not text.isdigit() or len(text) < 6:
+    if not re.fullmatch(r"[0-9]{6,}", text):  # ASCII digits only: "١٢٣٤٥٦".isdigit()
         raise RenderError(f"shard needs a number of at least six digits, not {text!r}")
     return f"{text[-1]}/{text[-3:]}/{text[-6:-3]}/{text}"
 

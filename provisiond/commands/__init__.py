@@ -1,6 +1,7 @@
 """One module per command (borgmatic style); each has `NAME`, `HELP`, `add_arguments(parser)`
 and `run(args) -> int`. `cli` loads the configuration for commands with `NEEDS_CONFIG = True`
-and passes it as `args.loaded_config`.
+and passes it as `args.loaded_config` (checking that the state directory is writable unless
+the command says `WRITES_STATE = False`).
 
 To add a command: write the module and list it in COMMANDS, in the order `--help` shows.
 """

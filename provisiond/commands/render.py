@@ -11,6 +11,7 @@ MODES = ("add", "modify", "delete")  # config.model.REQUEST_MODES, without impor
 NAME = "render"
 HELP = "preview an entry's steps: diffs of the files it would write, the hooks it would run"
 NEEDS_CONFIG = True
+WRITES_STATE = False  # only reads the state directory: runs without write access to it
 
 EXIT_EPILOG = ("Exit status: 0 ok, 1 failures found, 64 usage, 65 entry not in a state this "
                "applies to, 66 no such entry, 69 directory unavailable, 75 entry changed "

@@ -9,6 +9,7 @@ import sys
 NAME = "retry"
 HELP = "put a failed entry back to its request so the daemon runs it again"
 NEEDS_CONFIG = True
+WRITES_STATE = False  # only reads the state directory: runs without write access to it
 
 EXIT_EPILOG = ("Exit status: 0 ok, 1 failures found, 64 usage, 65 entry not in a state this "
                "applies to, 66 no such entry, 69 directory unavailable, 75 entry changed "

@@ -9,6 +9,7 @@ import sys
 NAME = "status"
 HELP = "show entries by mode and state, failed, stuck and scheduled entries, cookies, daemon"
 NEEDS_CONFIG = True
+WRITES_STATE = False  # only reads the state directory: runs without write access to it
 
 
 DEFAULT_STUCK_AFTER = 900.0  # provisiond.status.DEFAULT_STUCK_AFTER (not imported: ldap3 is slow)

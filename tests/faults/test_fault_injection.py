@@ -228,9 +228,8 @@ def test_two_daemons_and_a_stale_journal_record_run_nothing_twice(
             add_account(conn, other)
         settle(conn, [uid, *others], timeout=120)
     finally:
-        for daemon in (daemon_a, daemon_b):
-            if daemon is not None:
-                assert stop_daemon(daemon) == 0
+        codes = [stop_daemon(d) for d in (daemon_a, daemon_b) if d is not None]
+    assert codes == [0, 0]
     runs = {name: site.setquota_calls() for name, site in sites.items()}
     assert sum(f" {uid} " in f" {line} " for calls in runs.values() for line in calls) == 1, runs
     text_a = (tmp_path / "a.log").read_text(errors="replace")
