@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TextIO
 
 import ldap3
 
-from provisiond.config.model import Config, HookAction, RenderAction
+from provisiond.config.admin_hooks import unsafe_program
+from provisiond.config.model import REQUEST_MODES, Config, HookAction, RenderAction
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
 from provisiond.hooks import HookError, resolve_program
@@ -45,6 +47,29 @@ def _program_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
         yield f"{what} {program} is executable", check
 
 
+def _admin_hook_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
+    """Every admin hook (the loader already refused unsafe ones; checked again here since
+    `check` may run long after a reload), in the order they run."""
+    for spec in config.services:
+        for mode in REQUEST_MODES:
+            for when, found in (("before", spec.admin_hooks.pre), ("after", spec.admin_hooks.post)):
+                for step in found.get(mode, ()):
+                    if not isinstance(step.action, HookAction):
+                        continue
+                    program = step.action.argv[0]
+                    effect = (f"fails the entry with {step.code}" if step.fatal
+                              else "a failure is only logged")
+
+                    def check(program: str = program) -> str:
+                        problem = unsafe_program(Path(program))
+                        if problem is not None:
+                            raise RuntimeError(f"{program} {problem}")
+                        return ""
+
+                    yield (f"admin hook {program} (service {spec.name}, {when} {mode}; "
+                           f"{effect})"), check
+
+
 def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
     results: list[bool] = []
 
@@ -62,8 +87,11 @@ def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
 
     report(f"configuration {config.source} loads, templates compile",
            lambda: f"{len(config.services)} services")
-    for name, check in _program_checks(config):
+    for name, check in (*_program_checks(config), *_admin_hook_checks(config)):
         report(name, check)
+    for spec in config.services:
+        for path in spec.admin_hooks.skipped:
+            print(f"skip  {path}: not a run-parts name ([A-Za-z0-9_-]+), not run", file=out)
 
     factory = ConnectionFactory(config.ldap)
     connection = report(f"bind to {config.ldap.uri} as {config.ldap.bind_dn or 'anonymous'}",

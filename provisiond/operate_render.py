@@ -26,6 +26,7 @@ import jinja2
 
 from provisiond import lifecycle
 from provisiond.aggregate import Aggregates
+from provisiond.config.admin_hooks import unsafe_program
 from provisiond.config.model import (
     REQUEST_MODES,
     Config,
@@ -233,13 +234,16 @@ class Previewer:
         elif isinstance(action, HookAction):
             argv = [render_string(self.env, a, context) for a in action.argv]
             program = resolve_program(argv[0], self.config.hooks.path)
+            if step.admin and (problem := unsafe_program(Path(program))) is not None:
+                raise OperateError(f"{program} {problem}", EX_FAILED)
             shown.argv = [program, *argv[1:]]
             shown.environment = hook_environment(
                 search_path=self.config.hooks.path, service=spec.name, mode=job.request,
                 dn=job.dn, uuid=job.uuid,
                 values={n: as_text(v) for n, v in job.values.items() if v is not None})
             timeout = action.timeout or self.config.hooks.timeout
-            shown.summary = f"would run (timeout {timeout:g}s)"
+            policy = "" if step.fatal else "; a failure is only logged"
+            shown.summary = f"would run (timeout {timeout:g}s{policy})"
             shown.changes = True
         elif isinstance(action, MkdirAction):
             path = self.path(spec, action.path, context)

@@ -3,7 +3,9 @@
 Each step either completes or raises `StepFailed` carrying the step's error code (which
 becomes the entry's ReturnValue) and a one-line message. Steps are expected to be idempotent:
 after a crash the whole list runs again from the first step, so a render of unchanged content
-writes nothing and a hook must tolerate being re-run.
+writes nothing and a hook must tolerate being re-run. A mode's steps include the admin's
+hooks around the service's own (config/admin_hooks.py); a post hook under `post_failure: log`
+is the one step whose failure is logged and passed over.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import jinja2
 
 from provisiond.aggregate import Aggregates, Member
+from provisiond.config.admin_hooks import unsafe_program
 from provisiond.config.model import (
     HookAction,
     HookSettings,
@@ -153,6 +156,12 @@ class Pipeline:
                 failure.outcome = outcome
                 if self.observe:
                     self.observe(job.service.name, step.name, self.clock() - started, False)
+                if not step.fatal:  # an admin post hook with post_failure: log
+                    log.warning(kv(event="admin-hook-failed", service=job.service.name,
+                                   dn=job.dn, uuid=job.uuid, mode=job.request, step=step.name,
+                                   ms=self._ms(started), policy="log", msg=failure.message))
+                    outcome.next_step += 1
+                    continue
                 log.error(kv(event="step-failed", service=job.service.name, dn=job.dn,
                              uuid=job.uuid, mode=job.request, step=step.name, rc=failure.code,
                              ms=self._ms(started), transient=failure.transient or None,
@@ -171,6 +180,10 @@ class Pipeline:
     def _run_step(self, job: Job, step: Step, outputs: dict[str, Any], outcome: Outcome) -> None:
         action = step.action
         context = job.context(outputs)
+        if step.admin and isinstance(action, HookAction):  # the file may have changed since
+            problem = unsafe_program(Path(action.argv[0]))
+            if problem is not None:
+                raise StepFailed(step.name, step.code, f"{step.name}: {action.argv[0]} {problem}")
         try:
             if isinstance(action, RenderAction):
                 if action.scope == "all":

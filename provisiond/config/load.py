@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond import paths
+from provisiond.config import admin_hooks
 from provisiond.config.files import read_yaml
 from provisiond.config.model import (
     Config,
@@ -25,6 +26,7 @@ from provisiond.config.model import (
 )
 from provisiond.config.schema import ConfigError, Where, read_section, sample_yaml
 from provisiond.config.sections import (
+    ADMIN_HOOKS,
     HOOKS,
     LDAP,
     LOGGING,
@@ -211,6 +213,8 @@ def load_config(path: Path | str | None = None, *, check_state: bool = True) -> 
              top.child("logging").child("syslog_address"))
     hooks = read_section(HOOKS, data.get("hooks"), top.child("hooks"))
     _check_hook_path(hooks["path"], top.child("hooks").child("path"))
+    admin = read_section(ADMIN_HOOKS, data.get("admin_hooks"), top.child("admin_hooks"))
+    admin_hooks.check_dir(admin["dir"], top.child("admin_hooks").child("dir"))
     retry = read_section(RETRY, data.get("retry"), top.child("retry"))
     metrics = read_section(METRICS, data.get("metrics"), top.child("metrics"))
     _absolute(metrics["path"], top.child("metrics").child("path"))
@@ -238,12 +242,15 @@ def load_config(path: Path | str | None = None, *, check_state: bool = True) -> 
         definitions += [(str(n), d, Where(str(extra), str(n))) for n, d in extra_data.items()]
 
     specs: list[ServiceSpec] = []
+    overrides: list[tuple[Any, Where]] = []  # each service's own `admin_hooks:`
     for name, definition, where in definitions:
         if any(spec.name == name for spec in specs):
             raise where.error(f"service {name!r} is defined twice")
         if not isinstance(definition, Mapping):
             raise where.error("a service definition must be a mapping")
-        specs.append(read_service(name, merge_kind(definition, where), where, env))
+        merged = merge_kind(definition, where)
+        specs.append(read_service(name, merged, where, env))
+        overrides.append((merged.get("admin_hooks"), where.child("admin_hooks")))
 
     names = {spec.name for spec in specs}
     for spec, (_, _, where) in zip(specs, definitions, strict=True):
@@ -251,6 +258,7 @@ def load_config(path: Path | str | None = None, *, check_state: bool = True) -> 
             if service not in names:
                 raise where.child("references").child(value).error(
                     f"no service {service!r} (services: {', '.join(sorted(names))})")
+    specs = admin_hooks.attach(specs, overrides, admin)
 
     state_dir = Path(general["state_dir"])
     return Config(

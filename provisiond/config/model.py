@@ -105,15 +105,29 @@ class Step:
     name: str
     code: int
     action: Action
+    admin: Literal["", "pre", "post"] = ""  # an admin hook (hooks.d) run before/after the steps
+    fatal: bool = True  # False: a failure is logged and the entry goes on (post_failure: log)
 
     @property
     def kind(self) -> str:
+        if self.admin:
+            return "admin hook"
         return {
             RenderAction: "render",
             HookAction: "hook",
             MkdirAction: "mkdir",
             RemoveAction: "remove",
         }[type(self.action)]
+
+
+@dataclass(frozen=True)
+class AdminHooks:
+    """The programs an admin put in hooks.d/SERVICE/MODE.pre.d and .post.d, as steps, found
+    when the configuration was loaded (see config/admin_hooks.py)."""
+
+    pre: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)  # mode -> steps
+    post: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()  # files whose names run-parts would skip too
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,7 @@ class ServiceSpec:
     # value name (a `dn` value) -> the service whose active entry it must name; templates
     # get that entry as `refs.<name>` (dn, uuid, values)
     references: Mapping[str, str] = field(default_factory=dict)
+    admin_hooks: AdminHooks = field(default_factory=AdminHooks)
 
     @property
     def sync_filter(self) -> str:
@@ -166,7 +181,9 @@ class ServiceSpec:
         return tuple(dict.fromkeys(names))
 
     def steps_for(self, mode: str) -> tuple[Step, ...]:
-        return self.steps.get(mode, ())
+        """What runs for `mode`: the admin's pre hooks, the service's steps, the post hooks."""
+        return (*self.admin_hooks.pre.get(mode, ()), *self.steps.get(mode, ()),
+                *self.admin_hooks.post.get(mode, ()))
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,25 @@ HOOKS = Section(
     ),
 )
 
+ADMIN_HOOKS = Section(
+    "admin_hooks",
+    "Programs admins add around a service's steps: DIR/SERVICE/MODE.pre.d/ and MODE.post.d/, "
+    "run like run-parts with argv PROGRAM SERVICE MODE DN (README: Admin hooks). A service's "
+    "own `admin_hooks:` may set pre_code, post_code and post_failure.",
+    (
+        Option("dir", "str", "Where the directories per service are. Each program, and every "
+               "directory from here down, must be owned by root (or the daemon's user) and not "
+               "writable by group or others; found when the configuration loads and on SIGHUP.",
+               default="/etc/provisiond/hooks.d"),
+        Option("pre_code", "int", "ReturnValue when a pre hook fails (no step of the service "
+               "runs).", default=90, minimum=1, maximum=999),
+        Option("post_code", "int", "ReturnValue when a post hook fails and post_failure is "
+               "fail.", default=91, minimum=1, maximum=999),
+        Option("post_failure", "str", "fail: a failing post hook fails the entry; log: it is "
+               "logged and the entry succeeds.", default="fail", choices=("fail", "log")),
+    ),
+)
+
 RETRY = Section(
     "retry",
     "Transient failures (hook exit 75, LDAP unavailable) are retried, then reported.",
@@ -106,7 +125,7 @@ METRICS = Section(
     ),
 )
 
-SECTIONS = (LDAP, SYNC, LOGGING, HOOKS, RETRY, METRICS)
+SECTIONS = (LDAP, SYNC, LOGGING, HOOKS, ADMIN_HOOKS, RETRY, METRICS)
 
 SERVICES_SAMPLE = """
 # Services: name -> definition. A definition either names a shipped kind

@@ -38,6 +38,7 @@ from provisiond.values import DnType, SpecError, ValueSpec, has_control_characte
 SERVICE_KEYS = {
     "kind", "vars", "base", "scope", "filter", "attributes", "values", "outputs",
     "preconditions", "active", "roots", "recover", "invalid_code", "steps", "references",
+    "admin_hooks",  # read by config/admin_hooks.py
 }
 STEP_ACTIONS = ("render", "hook", "mkdir", "remove")
 # `values.items` in a template would find the dict method, not the value.
