@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from provisiond.config.model import RenderAction
 from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
+from provisiond.directory.decode import same_dn
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.logs import kv
 from provisiond.provisioned import Attributes, ProvisionedStore
@@ -54,13 +55,6 @@ class Member:
     uuid: str
     values: Mapping[str, Any]
     refs: Mapping[str, Member] = field(default_factory=dict)
-
-
-def same_dn(left: str, right: str) -> bool:
-    """DNs compared as LDAP does for our purposes: case and spaces after commas ignored."""
-    def norm(dn: str) -> str:
-        return ",".join(part.strip() for part in dn.lower().split(","))
-    return norm(left) == norm(right)
 
 
 class Coalescer:

@@ -43,7 +43,7 @@ from provisiond.hostlock import AggregateLocks
 from provisiond.journal import Claim, new_token
 from provisiond.logs import kv
 from provisiond.pipeline import Job, Pipeline, StepFailed
-from provisiond.recovery import Recovery
+from provisiond.recovery import LAST_WRITER, Recovery
 from provisiond.render import make_environment
 from provisiond.reporting import Interrupted, Reporter
 from provisiond.runtime import Counters, ServiceRuntime, Work
@@ -182,7 +182,7 @@ class Engine:
         self._enqueue(again)
 
     def fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
-        attributes = (*rt.spec.ldap_attributes(), "entryCSN")
+        attributes = (*rt.spec.ldap_attributes(), LAST_WRITER)
         entry = self.directory.read(work.dn, attributes) if work.dn else None
         if entry is None or entry.uuid != work.uuid:  # renamed, or gone
             entry = self.directory.find_uuid(rt.spec.base, work.uuid, attributes)
@@ -192,9 +192,6 @@ class Engine:
         """Look at one entry now; True when the change that brought it is settled."""
         rt = self.services[work.service]
         spec, names = rt.spec, rt.spec.attributes
-        if work.kind == "unproven":
-            self.recovery.check_unproven(rt, work)
-            return True
         try:
             entry = self.fresh(rt, work)
         except DirectoryUnavailable as exc:
@@ -209,8 +206,11 @@ class Engine:
             if not lifecycle.is_stranded(state):
                 rt.journal.forget(work.uuid)
                 return True
-            if not self.recovery.prove(rt, work, entry):
-                return True
+            try:
+                if not self.recovery.prove(rt, entry):
+                    return True
+            except DirectoryUnavailable as exc:
+                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
             request = state.working_request or ""
         else:
             decision = lifecycle.decide(state, self.clock.now())

@@ -16,8 +16,11 @@ hook a second time beside the winner. So a record is resumed only when ownership
 2. without a message attribute (stoney cloud's schema has none), the record's confirmation:
    a line appended once the server acknowledged the claim;
 3. neither (killed inside the claim's round trip, or the answer lost with the connection):
-   unproven. `recover: all` (one daemon per subtree) resumes it; otherwise the engine resumes
-   it only after the entry stayed untouched for longer than a live owner could take.
+   the server's own record of who wrote last, `modifiersName`, against this daemon's
+   identity (RFC 4532 Who am I?). Nothing but a claim turns `add` into `adding`, so the entry's
+   last writer is the claim's winner. This needs daemons that share a subtree to bind as
+   distinct identities (the README says so); `recover: all` (one daemon per subtree) adopts
+   every stranded entry anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisiond.directory.decode import same_dn
 from provisiond.fsutil import atomic_write, remove_path
 from provisiond.lifecycle import claim_message
 
@@ -52,14 +56,19 @@ class Claim:
 class Ownership(enum.Enum):
     OURS = "ours"
     THEIRS = "theirs"
-    UNPROVEN = "unproven"
 
 
-def ownership(claim: Claim, message: str | None, has_message: bool) -> Ownership:
-    """Whether a stranded entry whose message is `message` is `claim`'s (see the module doc)."""
+def ownership(claim: Claim, *, message: str | None, has_message: bool,
+              last_writer: str | None, identity: str) -> Ownership:
+    """Whether a stranded entry (its `message`, its `modifiersName`) is `claim`'s, for a
+    daemon writing as `identity` (see the module doc)."""
     if has_message and claim.token:
         return Ownership.OURS if message == claim_message(claim.token) else Ownership.THEIRS
-    return Ownership.OURS if claim.confirmed else Ownership.UNPROVEN
+    if claim.confirmed:
+        return Ownership.OURS
+    if last_writer is not None and same_dn(last_writer, identity):
+        return Ownership.OURS
+    return Ownership.THEIRS
 
 
 class Journal:

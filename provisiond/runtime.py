@@ -30,19 +30,17 @@ log = logging.getLogger("provisiond.engine")
 
 @dataclass(frozen=True)
 class Work:
-    """`request`: a change to decide on; `resume`: our own claim to finish; `unproven`: a
-    claim of ours or another daemon's, to look at again after a quiet period (journal.py).
-    `seqs`: the stream changes it settles; `outage`: waiting for the directory to return."""
+    """`request`: a change to decide on; `resume`: our own claim to finish (once proven
+    ours). `seqs`: the stream changes it settles; `outage`: waiting for the directory."""
 
     service: str
     uuid: str
     dn: str
-    kind: Literal["request", "resume", "unproven"] = "request"
+    kind: Literal["request", "resume"] = "request"
     attempt: int = 0
     seqs: tuple[int, ...] = ()
     progress: Outcome | None = field(default=None, compare=False)  # kept across retries
     outage: bool = False
-    csn: str = ""  # for `unproven`: the entryCSN when it was last looked at
 
 
 @dataclass

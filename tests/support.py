@@ -58,6 +58,21 @@ def write_config(directory: Path, slapd: Slapd, services: dict[str, Any],
     return path
 
 
+def add_identity(conn: ldap3.Connection, slapd: Slapd, name: str,
+                 directory: Path) -> dict[str, str]:
+    """A bind identity of its own for a daemon (as several daemons on one subtree must have):
+    the `ldap:` settings to bind as it."""
+    dn = f"cn={name},{slapd.suffix}"
+    password = f"secret-{name}"
+    assert conn.add(dn, ["applicationProcess", "simpleSecurityObject"],
+                    {"cn": name, "userPassword": password}), conn.result
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = directory / f"{name}.secret"
+    secret.write_text(password + "\n")
+    secret.chmod(0o600)
+    return {"bind_dn": dn, "bind_password_file": str(secret)}
+
+
 def demo_service(root: Path, **overrides: Any) -> dict[str, Any]:
     return {"demo": {"kind": "demo", "vars": {"root": str(root), "base": DEMO_BASE},
                      **overrides}}

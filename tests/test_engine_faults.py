@@ -23,6 +23,7 @@ from provisiond.journal import Claim, Journal
 from provisiond.testing.slapd import Slapd
 from tests.support import (
     DEMO_BASE,
+    add_identity,
     add_item,
     connect,
     demo_service,
@@ -181,12 +182,48 @@ def test_a_stale_record_of_a_claim_another_daemon_won_is_not_resumed(
     assert conn.modify(dn, {"provisiondMode": [(ldap3.MODIFY_REPLACE, ["adding"])],
                             "provisiondMessage": [(ldap3.MODIFY_REPLACE, [
                                 "in progress: claim 0123456789abcdef0123"])]})
-    Journal(tmp_path / "cfg" / "state", "demo").record(Claim(uuid, dn, "add"))
+    # its own claim's token, which never reached the entry
+    Journal(tmp_path / "cfg" / "state", "demo").record(
+        Claim(uuid, dn, "add", token="ffffeeeeddddccccbbbb"))
     code, _ = once(config)
     assert code == 0
     assert runs(root) == []
     entry = read(conn, dn)
     assert entry["provisiondMode"] == "adding" and "provisiondReturnValue" not in entry
+
+
+WITHOUT_MESSAGE = {"mode": "provisiondMode", "state": "provisiondState",
+                   "execution_date": "provisiondExecutionDate",
+                   "return_value": "provisiondReturnValue"}
+
+
+@pytest.mark.parametrize("winner", ["other", "self"])
+def test_an_unconfirmed_claim_is_resumed_only_when_this_daemon_wrote_it(
+    slapd: Slapd, tmp_path: Path, root: Path, winner: str
+) -> None:
+    # No message attribute (stoney's schema): the journal record was written, the claim sent,
+    # and the daemon killed before the answer. The server's modifiersName tells who won.
+    conn = connect(slapd)
+    identities = {name: add_identity(conn, slapd, f"provisiond-{name}", tmp_path / "ids")
+                  for name in ("self", "other")}
+    config = write_config(tmp_path / "cfg", slapd,
+                          demo_service(root, attributes=WITHOUT_MESSAGE),
+                          ldap=identities["self"])
+    dn = add_item(conn, "contested")
+    uuid = read(conn, dn)["entryUUID"]
+    Journal(tmp_path / "cfg" / "state", "demo").record(Claim(uuid, dn, "add", token="ab12"))
+    claimant = ldap3.Connection(ldap3.Server(slapd.uri), identities[winner]["bind_dn"],
+                                f"secret-provisiond-{winner}", auto_bind=True)
+    assert claimant.modify(dn, {"provisiondMode": [(ldap3.MODIFY_REPLACE, ["adding"])]})
+    code, _ = once(config)
+    assert code == 0
+    if winner == "self":
+        assert [line.split()[2] for line in runs(root)] == ["contested"]
+        assert mode_of(conn, dn) == "added"
+    else:
+        assert runs(root) == []
+        assert mode_of(conn, dn) == "adding"
+    assert not Journal(tmp_path / "cfg" / "state", "demo").holds(uuid)
 
 
 def test_a_refused_report_is_reported_as_a_failure(

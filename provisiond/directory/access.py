@@ -100,6 +100,18 @@ class Directory:
         found = self.search(base, f"(entryUUID={uuid})", attributes)
         return found[0] if found else None
 
+    def whoami(self) -> str:
+        """The identity the writes are made as (RFC 4532), as a DN: what the server records
+        as modifiersName. Raises DirectoryUnavailable."""
+
+        def run(connection: ldap3.Connection) -> str:
+            answer = connection.extend.standard.who_am_i()
+            if not answer:
+                raise LDAPException("the server did not answer Who am I?")
+            return str(answer).removeprefix("dn:")
+
+        return self._with_connection(True, run)
+
     def modify(
         self,
         dn: str,

@@ -51,3 +51,10 @@ def text_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[st
             for name, values in raw.items()
         }
     )
+
+
+def same_dn(left: str, right: str) -> bool:
+    """DNs compared as LDAP does for our purposes: case and spaces around commas ignored."""
+    def norm(dn: str) -> str:
+        return ",".join(part.strip() for part in dn.lower().split(","))
+    return norm(left) == norm(right)

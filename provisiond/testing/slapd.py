@@ -106,7 +106,8 @@ class Slapd:
             f"olcDbMaxSize: 1073741824\n{indexes}"
             + ("olcDbNoSync: TRUE\n" if self.no_sync else "")
             + "olcLimits: * size=unlimited time=unlimited\n"
-            "olcAccess: to * by * read\n",
+            # any bound identity may write: tests run daemons as identities of their own
+            "olcAccess: to * by users write by * read\n",
             "dn: olcOverlay={0}syncprov,olcDatabase={1}mdb,cn=config\n"
             "objectClass: olcOverlayConfig\nobjectClass: olcSyncProvConfig\n"
             "olcOverlay: {0}syncprov\nolcSpCheckpoint: 100 10\n"
