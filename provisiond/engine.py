@@ -20,6 +20,7 @@ Guarantees, and where they come from:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import random
@@ -78,8 +79,8 @@ class Engine:
         self.recovery = Recovery(self)
         self.services = {spec.name: ServiceRuntime(self, spec) for spec in config.services}
         self._queue: queue.PriorityQueue[tuple[int, int, Work | None]] = queue.PriorityQueue()
-        self._order = iter(range(1 << 62))  # FIFO within a priority; next() is atomic
-        self.lock = threading.Condition()
+        self._order = itertools.count()  # FIFO within a priority
+        self._lock = threading.Condition()
         self._busy: set[str] = set()
         self._again: dict[str, Work] = {}
         self._retrying: set[str] = set()
@@ -115,7 +116,7 @@ class Engine:
         rt.watermark.handled(seq)
 
     def submit(self, work: Work) -> None:
-        with self.lock:
+        with self._lock:
             if work.uuid in self._busy:
                 earlier = self._again.get(work.uuid)
                 seqs = (earlier.seqs if earlier else ()) + work.seqs
@@ -130,13 +131,13 @@ class Engine:
         self._queue.put((priority, next(self._order), work))
 
     def _due(self, work: Work) -> None:
-        with self.lock:
+        with self._lock:
             self._retrying.discard(work.uuid)
         self.submit(work)
 
     def in_hand(self, uuid: str) -> bool:
         """Whether a worker or a pending retry has the entry."""
-        with self.lock:
+        with self._lock:
             return uuid in self._busy or uuid in self._retrying
 
     def recover(self, rt: ServiceRuntime) -> None:
@@ -173,11 +174,11 @@ class Engine:
         if settled:
             for seq in work.seqs:
                 rt.watermark.handled(seq)
-        with self.lock:
+        with self._lock:
             again = self._again.pop(work.uuid, None)
             if again is None or self._stopping.is_set():
                 self._busy.discard(work.uuid)  # a dropped `again` leaves its seqs outstanding
-                self.lock.notify_all()
+                self._lock.notify_all()
                 return
         self._enqueue(again)
 
@@ -316,7 +317,7 @@ class Engine:
         """A claim whose answer was lost (server gone mid-modify) may be ours: look again as
         a resume, which proves ownership before running anything."""
         log.info(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid))
-        with self.lock:
+        with self._lock:
             self._again[entry.uuid] = Work(rt.spec.name, entry.uuid, entry.dn, kind="resume")
 
     def _claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
@@ -377,7 +378,7 @@ class Engine:
             return False  # the journal (if claimed) or the stream brings it back
         delay = self.retry_delay(work.attempt)
         again = replace(work, attempt=work.attempt + 1, outage=outage)
-        with self.lock:
+        with self._lock:
             self._retrying.add(work.uuid)
         self.scheduler.add(("retry", rt.spec.name, work.uuid),
                            self.clock.now() + timedelta(seconds=delay), again)
@@ -457,17 +458,17 @@ class Engine:
                 log.error(kv(event="cookie-save-failed", service=rt.spec.name, reason=str(exc)))
 
     def idle(self) -> bool:
-        with self.lock:
+        with self._lock:
             return not self._busy and not self._retrying and self._queue.empty()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.lock:
+        with self._lock:
             while self._busy or self._retrying:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                self.lock.wait(timeout=min(remaining or 0.5, 0.5))
+                self._lock.wait(timeout=min(remaining or 0.5, 0.5))
         return True
 
     def run_streams(self, stop: threading.Event) -> list[threading.Thread]:
@@ -500,7 +501,7 @@ class Engine:
         self._stopping.set()
         self.scheduler.stop()
         deadline = time.monotonic() + grace
-        with self.lock:
+        with self._lock:
             # drop queued but unstarted work: the stream or the journal brings it back
             while True:
                 try:
@@ -510,7 +511,7 @@ class Engine:
                 if item is not None:
                     self._busy.discard(item.uuid)
             while self._busy and time.monotonic() < deadline:
-                self.lock.wait(timeout=0.1)
+                self._lock.wait(timeout=0.1)
             finished = not self._busy
         for _ in self._threads:
             self._queue.put((PRIORITY_STOP, next(self._order), None))
