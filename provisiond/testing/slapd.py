@@ -18,11 +18,13 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisiond import paths
+
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
 MODULE_DIR = "/usr/lib/ldap"
 SYSTEM_SCHEMA_DIR = Path("/etc/ldap/schema")
-PROJECT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "etc" / "schema"
+PROJECT_SCHEMA_DIR = paths.schema_dir()  # the checkout's, the wheel's or the package's
 BASE_SCHEMAS = ("core", "cosine", "nis", "inetorgperson")
 DEFAULT_INDEXES = ("objectClass eq", "entryCSN eq", "entryUUID eq", "uid eq", "cn eq")
 
