@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +35,12 @@ log = logging.getLogger("provisiond.metrics")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
            300.0, 600.0)
 OUTCOMES = ("success", "failure")
+# The counter families, which a `once` run reads back from the previous run's file
+# (metrics_once.py).
+PROCESSED = "provisiond_entries_processed_total"
+RETRIES = "provisiond_retries_total"
+LOST_RACES = "provisiond_claims_lost_total"
+STEP_DURATION = "provisiond_step_duration_seconds"
 
 
 def escape_label(value: str) -> str:
@@ -71,6 +77,22 @@ class Histogram:
                 self.counts[index] += 1
         self.total += 1
         self.sum += seconds
+
+    def merge(self, other: Histogram) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+        self.sum += other.sum
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counter values to carry into this process's: entries by (service, outcome), retries,
+    lost races, step histograms by (service, step, outcome)."""
+
+    processed: Mapping[tuple[str, str], int]
+    retries: int = 0
+    lost: int = 0
+    steps: Mapping[tuple[str, str, str], Histogram] = field(default_factory=dict)
 
 
 class Family:
@@ -121,15 +143,27 @@ class Metrics:
 
     def attach(self, engine: Engine) -> None:
         """Watch `engine` (after a reload: instead of the previous one, keeping its totals)."""
-        with self._lock:
+        with self._lock:  # one step: a render never counts the old engine twice
             old = self._engine
             if old is not None and old is not engine:
-                for key, count in old.counters.outcomes().items():
-                    self._carried[key] = self._carried.get(key, 0) + count
-                self._carried_retries += old.counters.retried
-                self._carried_lost += old.counters.lost_races
+                self._carry(Totals(old.counters.outcomes(), old.counters.retried,
+                                   old.counters.lost_races))
             self._engine = engine
         engine.pipeline.observe = self.observe
+
+    def carry(self, totals: Totals) -> None:
+        """Add totals counted elsewhere (the previous `once` run's file) to the ones this
+        process renders, so the counters never go down."""
+        with self._lock:
+            self._carry(totals)
+
+    def _carry(self, totals: Totals) -> None:
+        for key, count in totals.processed.items():
+            self._carried[key] = self._carried.get(key, 0) + count
+        self._carried_retries += totals.retries
+        self._carried_lost += totals.lost
+        for step, histogram in totals.steps.items():
+            self._steps.setdefault(step, Histogram()).merge(histogram)
 
     # -- rendering -------------------------------------------------------------------------------
 
@@ -157,18 +191,18 @@ class Metrics:
         Family(lines, "provisiond_start_time_seconds", "gauge",
                "Unix time the process started.").sample(self.started)
 
-        family = Family(lines, "provisiond_entries_processed_total", "counter",
+        family = Family(lines, PROCESSED, "counter",
                         "Entries processed to the end, by service and outcome "
                         "(success: reported done; failure: ReturnValue written).")
         for (service, outcome), count in sorted(processed.items()):
             family.sample(count, service=service, outcome=outcome)
-        Family(lines, "provisiond_retries_total", "counter",
+        Family(lines, RETRIES, "counter",
                "Transient failures (hook exit 75, directory unavailable) scheduled for a "
                "retry.").sample(retries)
-        Family(lines, "provisiond_claims_lost_total", "counter",
+        Family(lines, LOST_RACES, "counter",
                "Claims another daemon (or a changed entry) won first.").sample(lost)
 
-        family = Family(lines, "provisiond_step_duration_seconds", "histogram",
+        family = Family(lines, STEP_DURATION, "histogram",
                         "How long the steps of a service took, by step and outcome.")
         for (service, step, outcome), histogram in sorted(steps.items()):
             labels = {"service": service, "step": step, "outcome": outcome}
@@ -273,10 +307,15 @@ class Metrics:
 
 def engine_load(engine: Engine) -> tuple[int, int]:
     """(entries queued for a worker, entries queued or in a worker's hands). The engine keeps
-    these in its private queue and busy set; read them without taking its lock."""
+    these in its private queue and busy set; read them without taking its lock. The stop
+    markers a shutdown queues for the workers (work None) are not entries: the last write,
+    after the shutdown, must show an empty queue."""
     queue_ = getattr(engine, "_queue", None)
     busy = getattr(engine, "_busy", ())
-    queued = queue_.qsize() if queue_ is not None else 0
+    queued = 0
+    if queue_ is not None:
+        with queue_.mutex:
+            queued = sum(1 for item in queue_.queue if item[-1] is not None)
     return queued, len(busy)
 
 

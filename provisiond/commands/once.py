@@ -1,4 +1,9 @@
-"""`provisiond once`: one refresh pass, everything actionable processed (for cron and tests)."""
+"""`provisiond once`: one refresh pass, everything actionable processed (for cron and tests).
+
+With `metrics.path` set, the run writes the metrics file once, at the end (metrics_once.py):
+also after an unreachable directory (exit 69: `provisiond_connected` 0 says why), not when
+another daemon holds this host's files (exit 75: the file is that daemon's to write).
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,18 @@ def run(args: argparse.Namespace) -> int:
     from provisiond.daemon import configure_logging
     from provisiond.engine import Engine
     from provisiond.hostlock import HostConflict
+    from provisiond.metrics import Metrics
+    from provisiond.metrics_once import write_run_metrics
 
-    configure_logging(args.loaded_config, foreground=True)
+    config = args.loaded_config
+    configure_logging(config, foreground=True)
+    metrics = Metrics(config.metrics)
     try:
-        return Engine(args.loaded_config).once()
+        engine = Engine(config)
+        metrics.attach(engine)  # before any work: every step is observed
+        code = engine.once()
     except HostConflict as exc:
         print(f"provisiond: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: the other daemon holds the file
+    write_run_metrics(metrics)
+    return code

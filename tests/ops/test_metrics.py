@@ -17,27 +17,11 @@ from provisiond.config import load_config
 from provisiond.config.model import MetricsSettings
 from provisiond.daemon import configure_logging
 from provisiond.engine import Engine
-from provisiond.metrics import BUCKETS, Metrics, status_line
+from provisiond.metrics import BUCKETS, Metrics, Totals, engine_load, status_line
+from provisiond.metrics_once import write_run_metrics
 from provisiond.testing.slapd import Slapd
+from tests.ops.metrics_support import assert_two_added_one_failed, once_site, parse, value
 from tests.support import add_item, connect, demo_service, mode_of, read, wait_for, write_config
-
-parser = pytest.importorskip("prometheus_client.parser")
-
-
-def parse(text: str) -> dict[str, Any]:
-    """name -> family, every family checked by the reference parser."""
-    return {family.name: family for family in parser.text_string_to_metric_families(text)}
-
-
-def value(families: dict[str, Any], sample: str, **labels: str) -> float:
-    family_name = sample
-    for suffix in ("_total", "_bucket", "_count", "_sum"):
-        if sample.endswith(suffix) and sample[: -len(suffix)] in families:
-            family_name = sample[: -len(suffix)]
-    for found in families[family_name].samples:
-        if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items()):
-            return float(found.value)
-    raise KeyError(f"{sample}{labels}")
 
 
 def test_histogram_is_cumulative_and_labels_are_escaped() -> None:
@@ -130,15 +114,7 @@ def test_counters_move_when_entries_are_processed(slapd: Slapd, tmp_path: Path) 
                            service="demo")
             return families if done == 2 and scheduled == 1 and cookie > 0 else None
 
-        after = wait_for(counted, what="metrics file with the new counts")
-        assert value(after, "provisiond_entries_processed_total", service="demo",
-                     outcome="failure") == 1
-        step = {"service": "demo", "step": "write item file", "outcome": "success"}
-        assert value(after, "provisiond_step_duration_seconds_count", **step) == 2
-        assert value(after, "provisiond_step_duration_seconds_bucket", **step, le="+Inf") == 2
-        assert value(after, "provisiond_step_duration_seconds_count", service="demo",
-                     step="provision item", outcome="success") == 2
-        assert value(after, "provisiond_queue_depth") == 0
+        assert_two_added_one_failed(wait_for(counted, what="metrics file with the new counts"))
         assert "1/1 services connected; 2 succeeded, 1 failed" in status_line(engine)
     assert not list(prom.parent.glob(".*.tmp"))  # no temp file left for node_exporter
 
@@ -185,3 +161,110 @@ def test_connected_is_0_while_the_bind_fails_and_1_once_the_password_file_is_fix
         slapd.write_password_file(secret)
         wait_for(lambda: mode_of(conn, dn) == "added", timeout=30, what="the entry processed")
         assert value(parse(metrics.render()), "provisiond_connected", service="demo") == 1
+
+
+# -- `once` (issue 9.4): cron-driven sites get the same file, written once at the end ---------
+
+
+def test_once_writes_the_metrics_file_at_the_end(slapd: Slapd, tmp_path: Path) -> None:
+    site = once_site(slapd, tmp_path)
+    started = time.time()
+    result = site.once()
+    assert result.returncode == 1, result.stderr  # one entry failed
+    families = parse(site.prom.read_text())
+    assert_two_added_one_failed(families)
+    assert value(families, "provisiond_retries_total") == 0
+    assert value(families, "provisiond_entries_in_progress") == 0
+    assert value(families, "provisiond_entries_scheduled", service="demo", reason="retry") == 0
+    assert value(families, "provisiond_connected", service="demo") == 1
+    assert value(families, "provisiond_ready") == 1
+    assert started <= value(families, "provisiond_last_sync_timestamp_seconds",
+                            service="demo") <= time.time()
+    assert site.prom.stat().st_mode & 0o777 == 0o644
+    assert not list(site.prom.parent.glob(".*.tmp"))  # written atomically, nothing left over
+
+
+def test_once_counters_keep_rising_from_run_to_run(slapd: Slapd, tmp_path: Path) -> None:
+    """Each cron run is a new process: were it to write only its own counts, a run doing as
+    much as the one before would leave the counters flat and increase() would see nothing."""
+    site = once_site(slapd, tmp_path)
+    assert site.once().returncode == 1
+    add_item(site.conn, "three")
+    result = site.once()
+    assert result.returncode == 0, result.stderr  # the bad entry is settled, not retried
+    families = parse(site.prom.read_text())
+    assert value(families, "provisiond_entries_processed_total", service="demo",
+                 outcome="success") == 3
+    assert value(families, "provisiond_entries_processed_total", service="demo",
+                 outcome="failure") == 1
+    assert value(families, "provisiond_step_duration_seconds_count", service="demo",
+                 step="write item file", outcome="success") == 3
+
+
+def test_once_writes_connected_0_when_the_directory_is_down(slapd: Slapd,
+                                                            tmp_path: Path) -> None:
+    site = once_site(slapd, tmp_path)
+    slapd.stop()
+    result = site.once()
+    assert result.returncode == 69, result.stderr
+    families = parse(site.prom.read_text())
+    assert value(families, "provisiond_connected", service="demo") == 0
+    assert value(families, "provisiond_ready") == 0
+    assert value(families, "provisiond_last_sync_timestamp_seconds", service="demo") == 0
+    assert value(families, "provisiond_entries_processed_total", service="demo",
+                 outcome="success") == 0
+
+
+def test_a_run_carries_the_totals_of_the_file_it_replaces(tmp_path: Path) -> None:
+    """What `once` reads back is exactly what the writer wrote, escaped labels included."""
+    step = 'quote " backslash \\ newline \n end'
+    before = Metrics(MetricsSettings(path=str(tmp_path / "provisiond.prom")))
+    before.carry(Totals({("svc", "success"): 5, ("svc", "failure"): 2}, retries=3, lost=1))
+    for seconds in (0.001, 0.3, 700.0):
+        before.observe("svc", step, seconds, True)
+    assert before.write()
+    after = Metrics(MetricsSettings(path=str(tmp_path / "provisiond.prom")))
+    after.carry(Totals({("svc", "success"): 1}))
+    after.observe("svc", step, 0.3, True)
+    assert write_run_metrics(after)
+    families = parse(after.path.read_text())  # type: ignore[union-attr]
+    assert value(families, "provisiond_entries_processed_total", service="svc",
+                 outcome="success") == 6
+    assert value(families, "provisiond_entries_processed_total", service="svc",
+                 outcome="failure") == 2
+    assert value(families, "provisiond_retries_total") == 3
+    assert value(families, "provisiond_claims_lost_total") == 1
+    ok = {"service": "svc", "step": step, "outcome": "success"}
+    assert value(families, "provisiond_step_duration_seconds_count", **ok) == 4
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok, le="0.005") == 1
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok, le="0.5") == 3
+    assert value(families, "provisiond_step_duration_seconds_bucket", **ok, le="+Inf") == 4
+    assert value(families, "provisiond_step_duration_seconds_sum", **ok) == pytest.approx(700.601)
+
+
+@pytest.mark.parametrize("text", [
+    "not metrics at all\n",
+    'provisiond_entries_processed_total{service="svc"} 4\n',  # no outcome
+    'provisiond_entries_processed_total{service="svc",outcome="success"} -1\n',
+    'provisiond_retries_total NaN\n',
+    'provisiond_step_duration_seconds_sum{service="s",step="x",outcome="success"} +Inf\n',
+    'provisiond_entries_processed_total{service="svc,outcome="success"} 1\n',
+])
+def test_a_file_that_cannot_be_read_back_starts_the_counters_from_zero(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    prom = tmp_path / "provisiond.prom"
+    prom.write_text(text)
+    metrics = Metrics(MetricsSettings(path=str(prom)))
+    with caplog.at_level("WARNING", logger="provisiond.metrics"):
+        assert write_run_metrics(metrics)
+    assert "metrics-not-carried" in caplog.text
+    assert parse(prom.read_text())["provisiond_retries"].samples[0].value == 0
+
+
+def test_stop_markers_are_not_counted_as_queued_entries(slapd: Slapd, tmp_path: Path) -> None:
+    """A shutdown queues one stop marker per worker; the daemon's last write and `once`'s
+    only one come after it and must show an empty queue."""
+    engine = Engine(load_config(write_config(tmp_path, slapd, demo_service(tmp_path))))
+    engine._queue.put((2, 0, None))
+    assert engine_load(engine) == (0, 0)
