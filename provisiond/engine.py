@@ -457,6 +457,14 @@ class Engine:
             except OSError as exc:
                 log.error(kv(event="cookie-save-failed", service=rt.spec.name, reason=str(exc)))
 
+    def load(self) -> tuple[int, int]:
+        """(entries queued for a worker, entries queued or in a worker's hands), read without
+        the engine's lock (for metrics and STATUS= lines). The stop markers a shutdown queues
+        are not entries: the last metrics write, after the shutdown, shows an empty queue."""
+        with self._queue.mutex:
+            queued = sum(1 for item in self._queue.queue if item[-1] is not None)
+        return queued, len(self._busy)
+
     def idle(self) -> bool:
         with self._lock:
             return not self._busy and not self._retrying and self._queue.empty()

@@ -306,17 +306,8 @@ class Metrics:
 
 
 def engine_load(engine: Engine) -> tuple[int, int]:
-    """(entries queued for a worker, entries queued or in a worker's hands). The engine keeps
-    these in its private queue and busy set; read them without taking its lock. The stop
-    markers a shutdown queues for the workers (work None) are not entries: the last write,
-    after the shutdown, must show an empty queue."""
-    queue_ = getattr(engine, "_queue", None)
-    busy = getattr(engine, "_busy", ())
-    queued = 0
-    if queue_ is not None:
-        with queue_.mutex:
-            queued = sum(1 for item in queue_.queue if item[-1] is not None)
-    return queued, len(busy)
+    """(entries queued for a worker, entries queued or in a worker's hands)."""
+    return engine.load()
 
 
 def status_line(engine: Engine) -> str:
