@@ -15,9 +15,7 @@ from types import ModuleType
 
 from provisiond import __version__
 from provisiond.commands import COMMANDS
-
-EX_USAGE = 64
-EX_CONFIG = 78
+from provisiond.exitcodes import EX_CONFIG, EX_USAGE
 
 
 def _modules() -> list[ModuleType]:

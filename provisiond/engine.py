@@ -40,6 +40,7 @@ from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
 from provisiond.directory.stream import Change
+from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.hostlock import AggregateLocks
 from provisiond.journal import Claim, new_token
 from provisiond.logs import kv
@@ -499,10 +500,10 @@ class Engine:
         except DirectoryUnavailable as exc:
             log.error(kv(event="unavailable", reason=str(exc)))
             self.shutdown(grace=self.config.shutdown_grace)
-            return 69  # EX_UNAVAILABLE
+            return EX_UNAVAILABLE
         self.wait_idle()
         self.shutdown(grace=self.config.shutdown_grace)
-        return 0 if self.counters.failed == 0 and self.counters.errors == 0 else 1
+        return EX_OK if self.counters.failed == 0 and self.counters.errors == 0 else EX_FAILED
 
     def shutdown(self, grace: float) -> bool:
         """Take no new work, let in-flight entries finish within `grace`, save cookies."""

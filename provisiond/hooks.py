@@ -41,13 +41,14 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from provisiond.exitcodes import EX_TEMPFAIL
 from provisiond.hook_output import HookOutput
 from provisiond.logs import kv
 from provisiond.subreaper import ADOPTION, TOKEN
 
 log = logging.getLogger(__name__)
 
-EXIT_RETRY = 75  # EX_TEMPFAIL: transient, retry later
+EXIT_RETRY = EX_TEMPFAIL  # a hook asks to be retried later
 STANDARD_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 STRAY_GRACE = 1.0  # seconds a hook's leftovers may keep the output pipe open after it exits
 DRAIN_LIMIT = 2.0  # seconds we keep reading once everything we could find was killed

@@ -8,30 +8,18 @@ their own connection, so they work the same whether a daemon is running or not.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
-from ldap3.utils.dn import parse_dn
 
 from provisiond.config.model import Config, ServiceSpec
-from provisiond.directory.access import SCOPES, Entry, entry_from_response
+from provisiond.directory.access import NO_SUCH_OBJECT, Entry, paged_search
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.directory.decode import dn_key as parse_dn_key
+from provisiond.exitcodes import EX_NOINPUT, EX_USAGE
 
-# sysexits(3)
-EX_OK = 0
-EX_FAILED = 1  # something the operator should look at (failed entries, a step that would fail)
-EX_USAGE = 64
-EX_DATAERR = 65  # the entry is not in a state the command applies to
-EX_NOINPUT = 66  # no such entry, or no service manages it
-EX_UNAVAILABLE = 69  # the directory cannot be reached
-EX_CANTCREAT = 73  # the output file cannot be written
-EX_TEMPFAIL = 75  # the entry changed meanwhile; look again
-EX_CONFIG = 78
-
-PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
-PAGE_SIZE = 500
 OPERATIONAL = ("entryUUID", "modifyTimestamp")
 
 
@@ -63,35 +51,18 @@ class Reader:
         self.close()
 
     def search(self, base: str, search_filter: str, attributes: Sequence[str],
-               scope: str = "sub") -> Iterator[Entry]:
+               scope: str = "sub") -> list[Entry]:
         """Every matching entry, a page at a time (no server size limit cuts the answer)."""
-        wanted = list(dict.fromkeys([*attributes, *OPERATIONAL]))
-        cookie: bytes | None = None
-        while True:
-            try:
-                self.connection.search(
-                    base, search_filter, search_scope=SCOPES[scope], attributes=wanted,
-                    dereference_aliases=ldap3.DEREF_NEVER,
-                    paged_size=PAGE_SIZE if scope != "base" else None, paged_cookie=cookie,
-                )
-            except (LDAPException, OSError) as exc:
-                raise DirectoryUnavailable(f"search under {base} failed: {exc}") from exc
-            result = self.connection.result or {}
-            code = result.get("result", 0)
-            if code == 32:  # noSuchObject
-                return
-            if code != 0:
-                raise DirectoryUnavailable(
-                    f"search under {base} failed: {result.get('description')} "
-                    f"({result.get('message') or code})")
-            for response in self.connection.response or []:
-                entry = entry_from_response(response)
-                if entry is not None:
-                    yield entry
-            control = (result.get("controls") or {}).get(PAGED_RESULTS_OID) or {}
-            cookie = (control.get("value") or {}).get("cookie") or None
-            if not cookie:
-                return
+        try:
+            found = paged_search(self.connection, base, search_filter,
+                                 [*attributes, *OPERATIONAL], scope)
+        except (LDAPException, OSError) as exc:
+            raise DirectoryUnavailable(f"search under {base} failed: {exc}") from exc
+        code = (self.connection.result or {}).get("result", 0)
+        if code != 0 and code != NO_SUCH_OBJECT:
+            raise DirectoryUnavailable(f"search under {base} failed: "
+                                       f"{(self.connection.result or {}).get('description')}")
+        return found
 
     def read(self, dn: str, attributes: Sequence[str],
              search_filter: str = "(objectClass=*)") -> Entry | None:
@@ -101,12 +72,11 @@ class Reader:
 
 
 def dn_key(dn: str) -> tuple[tuple[str, str], ...]:
-    """A DN's RDNs, lower-cased, for comparisons that ignore case and spacing."""
+    """A DN's RDNs for comparisons (decode.dn_key); a usage error for what is not a DN."""
     try:
-        parts = parse_dn(dn, escape=False, strip=True)
-    except (LDAPException, ValueError) as exc:
+        return parse_dn_key(dn)
+    except ValueError as exc:
         raise OperateError(f"{dn!r} is not a valid DN: {exc}", EX_USAGE) from exc
-    return tuple((attribute.lower(), value.lower()) for attribute, value, _sep in parts)
 
 
 def is_below(dn: str, base: str, scope: str = "sub") -> bool:

@@ -32,7 +32,6 @@ import stat
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ import yaml
 
 from provisiond import __version__, paths
 from provisiond.config import Config, ConfigError, load_config
+from provisiond.fsutil import atomic_write
 from provisiond.redaction import Redactor, inline_secrets, scrub
 
 SYSLOG_FILES = ("/var/log/syslog", "/var/log/daemon.log", "/var/log/messages")
@@ -316,15 +316,4 @@ def build(config_path: str | None, *, lines: int = DEFAULT_LINES) -> tuple[bytes
 
 def write_private(path: Path, data: bytes) -> None:
     """Write the bundle readable by its owner only (it holds the configuration)."""
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o600)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o600)

@@ -39,11 +39,10 @@ from provisiond.config.model import (
 )
 from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory
+from provisiond.exitcodes import EX_FAILED, EX_OK
 from provisiond.fsutil import PathNotAllowed, confine
 from provisiond.hooks import HookError, hook_environment, resolve_program
 from provisiond.operate_common import (
-    EX_FAILED,
-    EX_OK,
     OperateError,
     Reader,
     find_entry,

@@ -22,10 +22,8 @@ from provisiond import lifecycle
 from provisiond.config.model import Config, StateAttributes
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
+from provisiond.exitcodes import EX_DATAERR, EX_OK, EX_TEMPFAIL
 from provisiond.operate_common import (
-    EX_DATAERR,
-    EX_OK,
-    EX_TEMPFAIL,
     OperateError,
     Reader,
     find_entry,

@@ -33,10 +33,8 @@ from provisiond import __version__, lifecycle, liveness, paths
 from provisiond.config.model import Config, ServiceSpec
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.directory.cookie import CookieStore, newest_csn
+from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.operate_common import (
-    EX_FAILED,
-    EX_OK,
-    EX_UNAVAILABLE,
     Reader,
     human_age,
     iso,

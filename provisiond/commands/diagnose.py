@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provisiond.operate_common import EX_CANTCREAT
+    from provisiond.exitcodes import EX_CANTCREAT
     from provisiond.operate_diagnose import build, write_private
 
     data, names = build(args.config, lines=args.lines)

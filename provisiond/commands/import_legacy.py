@@ -13,14 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from provisiond.exitcodes import EX_CANTCREAT, EX_DATAERR, EX_NOINPUT
+
 NAME = "import-legacy"
 HELP = ("convert a prov-backup-rsnapshot INI file: print the YAML configuration, store the "
         "password and the cookie")
 NEEDS_CONFIG = False
 
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_CANTCREAT = 73
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from provisiond.exitcodes import EX_TEMPFAIL
+
 NAME = "once"
 HELP = "one refresh pass; exit 0 only if nothing failed"
 NEEDS_CONFIG = True
@@ -35,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
         code = engine.once()
     except HostConflict as exc:
         print(f"provisiond: {exc}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: the other daemon holds the file
+        return EX_TEMPFAIL  # the other daemon holds the file
     write_run_metrics(metrics)
     return code

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from provisiond.directory.connection import DirectoryUnavailable
-    from provisiond.operate_common import EX_UNAVAILABLE, OperateError
+    from provisiond.exitcodes import EX_UNAVAILABLE
+    from provisiond.operate_common import OperateError
     from provisiond.operate_render import main
 
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from provisiond.exitcodes import EX_TEMPFAIL
+
 NAME = "run"
 HELP = "watch the directory and provision (foreground, for systemd)"
 NEEDS_CONFIG = True
@@ -23,4 +25,4 @@ def run(args: argparse.Namespace) -> int:
         return serve(args.config, args.loaded_config, daemonize=args.daemon)
     except (AlreadyRunning, HostConflict) as exc:
         print(f"provisiond: {exc}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL
+        return EX_TEMPFAIL

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from provisiond.exitcodes import EX_CANTCREAT, EX_USAGE
+
 NAME = "test-account"
 HELP = "write the four LDIFs (add, modify, delete, remove) of a test backup account"
 NEEDS_CONFIG = False
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             gid_number=args.gid_number)
     except ValueError as exc:
         print(f"provisiond test-account: {exc}", file=sys.stderr)
-        return 64
+        return EX_USAGE
     directory = Path(args.output_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"provisiond test-account: {exc.filename or directory}: {exc.strerror}",
               file=sys.stderr)
-        return 73  # EX_CANTCREAT
+        return EX_CANTCREAT
     first = next(iter(files))
     print(f"load them in order: ldapadd -f {first}, then ldapmodify -f each of the others "
           "once the previous step is done", file=sys.stderr)

@@ -24,6 +24,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyasn1\.
 SCOPES = {"base": ldap3.BASE, "one": ldap3.LEVEL, "sub": ldap3.SUBTREE}
 # Result codes that mean "the server or the connection", not "the request".
 UNAVAILABLE_RESULTS = {51, 52, 80, 81, -1}
+INCOMPLETE_RESULTS = {3, 4, 11}  # time/size limit exceeded, adminLimitExceeded
+NO_SUCH_OBJECT = 32
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+PAGE_SIZE = 500
 T = TypeVar("T")
 
 
@@ -48,6 +52,45 @@ def entry_from_response(response: Mapping[str, Any]) -> Entry | None:
     attributes = text_attributes(response.get("raw_attributes") or {})
     uuid = (attributes.get("entryuuid") or ("",))[0].lower()
     return Entry(dn=response_dn(response), uuid=uuid, attributes=attributes)
+
+
+class IncompleteResult(DirectoryUnavailable):
+    """The server cut a search short (a size or time limit): acting on part of the answer
+    would take the missing entries for absent ones."""
+
+
+def paged_search(connection: ldap3.Connection, base: str, search_filter: str,
+                 attributes: Sequence[str], scope: str = "sub") -> list[Entry]:
+    """The one way provisiond reads several entries: a page at a time (the simple paged
+    results control, so no server size limit applies), with entryUUID. A base that does not
+    exist matches nothing; a result cut short raises IncompleteResult; other errors raise
+    LDAPException (the caller decides whether to reconnect)."""
+    wanted = list(dict.fromkeys([*attributes, "entryUUID"]))
+    found: list[Entry] = []
+    cookie: bytes | None = None
+    while True:
+        connection.search(
+            base, search_filter, search_scope=SCOPES[scope], attributes=wanted,
+            dereference_aliases=ldap3.DEREF_NEVER,
+            paged_size=PAGE_SIZE if scope != "base" else None, paged_cookie=cookie,
+        )
+        result = connection.result or {}
+        code = result.get("result", 0)
+        if code == NO_SUCH_OBJECT:
+            return []
+        if code in INCOMPLETE_RESULTS:
+            raise IncompleteResult(f"search under {base} was cut short: "
+                                   f"{result.get('description')} ({code})")
+        if code != 0:
+            if code in UNAVAILABLE_RESULTS:
+                return found  # the caller sees the code on the connection and reconnects
+            raise LDAPException(f"search under {base} failed: {result.get('description')} "
+                                f"({result.get('message') or code})")
+        found += [e for e in map(entry_from_response, connection.response or []) if e]
+        control = (result.get("controls") or {}).get(PAGED_RESULTS_OID) or {}
+        cookie = (control.get("value") or {}).get("cookie") or None
+        if not cookie:
+            return found
 
 
 class Directory:
@@ -76,21 +119,10 @@ class Directory:
     def search(
         self, base: str, search_filter: str, attributes: Sequence[str], scope: str = "sub"
     ) -> list[Entry]:
-        wanted = list(dict.fromkeys([*attributes, "entryUUID"]))
-
-        def run(connection: ldap3.Connection) -> list[Entry]:
-            connection.search(
-                base, search_filter, search_scope=SCOPES[scope], attributes=wanted,
-                dereference_aliases=ldap3.DEREF_NEVER, paged_size=None,
-            )
-            code = connection.result.get("result", 0)
-            if code == 32:  # noSuchObject: the base is gone, so nothing matches
-                return []
-            if code not in (0, 4) and code not in UNAVAILABLE_RESULTS:
-                raise LDAPException(f"search failed: {connection.result.get('description')}")
-            return [e for e in map(entry_from_response, connection.response or []) if e]
-
-        return self._with_connection(False, run)
+        """Every matching entry (paged); raises DirectoryUnavailable, IncompleteResult."""
+        return self._with_connection(
+            False, lambda connection: paged_search(connection, base, search_filter,
+                                                   attributes, scope))
 
     def read(self, dn: str, attributes: Sequence[str]) -> Entry | None:
         found = self.search(dn, "(objectClass=*)", attributes, scope="base")

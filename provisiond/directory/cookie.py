@@ -14,11 +14,11 @@ newer than the work actually done.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from provisiond.fsutil import atomic_write
 
 CSN_PATTERN = re.compile(r"\d{14}\.\d{6}Z#[0-9a-fA-F]{6}#[0-9a-fA-F]{3}#[0-9a-fA-F]{6}")
 _RID = re.compile(r"\d{1,3}")
@@ -129,18 +129,4 @@ class CookieStore:
         if not cookie or "\n" in cookie or "\r" in cookie:
             raise ValueError("a cookie is one non-empty line")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=self.state_dir, prefix=f".{self.service}.cookie.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(cookie + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        atomic_write(self.path, (cookie + "\n").encode(), mode=0o600)

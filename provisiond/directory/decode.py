@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.dn import parse_dn
+
 _ESCAPED = range(0xDC80, 0xDD00)  # how "surrogateescape" carries the bytes 0x80-0xFF
 
 
@@ -53,8 +56,20 @@ def text_attributes(raw: Mapping[str, Sequence[bytes]]) -> Mapping[str, tuple[st
     )
 
 
+def dn_key(dn: str) -> tuple[tuple[str, str], ...]:
+    """A DN's RDNs, attribute types and values lower-cased, escapes and spacing resolved by
+    ldap3's DN parser: the one way provisiond compares DNs. Raises ValueError."""
+    try:
+        parts = parse_dn(dn, escape=False, strip=True)
+    except (LDAPException, ValueError, TypeError) as exc:
+        raise ValueError(str(exc) or "not a DN") from exc
+    return tuple((attribute.lower(), value.lower()) for attribute, value, _sep in parts)
+
+
 def same_dn(left: str, right: str) -> bool:
-    """DNs compared as LDAP does for our purposes: case and spaces around commas ignored."""
-    def norm(dn: str) -> str:
-        return ",".join(part.strip() for part in dn.lower().split(","))
-    return norm(left) == norm(right)
+    """Whether two DNs name the same entry as far as we can tell without the schema's
+    matching rules (case-insensitive); something that is not a DN equals nothing."""
+    try:
+        return dn_key(left) == dn_key(right)
+    except ValueError:
+        return False

@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from provisiond.config import load_config
 from provisiond.engine import Engine
 from provisiond.status import _config_of, collect, exit_status, format_text
@@ -131,15 +133,12 @@ def test_config_of_a_command_line() -> None:
     assert _config_of(["vim", "run"]) is None
 
 
-def test_paged_search_reads_more_than_a_page(site: Site) -> None:
-    from provisiond import operate_common
+def test_paged_search_reads_more_than_a_page(site: Site, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from provisiond.directory import access
 
     for number in range(7):
         add_item(site.conn, f"item{number}")
-    old = operate_common.PAGE_SIZE
-    operate_common.PAGE_SIZE = 3
-    try:
-        report = collect(load_config(site.config))
-    finally:
-        operate_common.PAGE_SIZE = old
+    monkeypatch.setattr(access, "PAGE_SIZE", 3)
+    report = collect(load_config(site.config))
     assert report["services"][0]["counts"] == {"add": {"pending": 7}}
