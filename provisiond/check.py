@@ -3,7 +3,8 @@
 The configuration (and every template) was already loaded and compiled to get here; this adds
 what needs the outside world: the programs steps run (hooks and render `validate` commands),
 the bind, the service bases, the sync control.
-One line per check, `ok` or `FAIL` first, so a human and a script read it the same way.
+One line per check, `ok` or `FAIL` first, so a human and a script read it the same way. Exit
+status 1 when a check failed, 69 when the only failure is the directory (sysexits' unavailable).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from provisiond.config.admin_hooks import unsafe_program
 from provisiond.config.model import REQUEST_MODES, Config, HookAction, RenderAction
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
+from provisiond.exitcodes import EX_UNAVAILABLE
 from provisiond.hooks import HookError, resolve_program
 
 
@@ -129,4 +131,6 @@ def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
         connection.unbind()
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed", file=out)
+    if failed == 1 and not isinstance(connection, ldap3.Connection):
+        return EX_UNAVAILABLE  # only the directory failed: unreachable, TLS refused, bind refused
     return 0 if failed == 0 else 1

@@ -10,7 +10,9 @@ NEEDS_CONFIG = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.epilog = ("Exit status: 0 every check passed, 1 a check failed, 69 only the "
+                     "directory failed (unreachable, TLS not verified, bind refused), "
+                     "78 configuration error.")
 
 
 def run(args: argparse.Namespace) -> int:

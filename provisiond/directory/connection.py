@@ -3,19 +3,23 @@
 Two kinds are needed: a streaming connection for the change stream (ldap3's ASYNC_STREAM,
 whose receiver thread hands sync events to a callback) and plain synchronous connections for
 reads and for the claims and reports, which all go to `write_uri` (one designated provider:
-compare-and-swap claims are not safe across multi-master replication).
+compare-and-swap claims are not safe across multi-master replication). Over TLS (`ldaps://`,
+or StartTLS on `ldap://`) both are verified, chain and host name, before the bind
+(`directory/tls.py`).
 """
 
 from __future__ import annotations
 
 import math
 import socket
-import ssl
 import threading
 from dataclasses import dataclass
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
+
+from provisiond.directory import tls
+from provisiond.directory.tls import settings_problem
 
 # A stream's socket must not time out while idle: ldap3 leaves connect_timeout on the socket
 # when receive_timeout is None (an idle persistent search died after `timeout` seconds), and
@@ -59,23 +63,20 @@ class ConnectionFactory:
         self.settings = settings
         self._local = threading.local()
 
-    def _server(self, uri: str) -> ldap3.Server:
-        tls = None
-        if self.settings.ca_file or uri.startswith("ldaps://") or self.settings.start_tls:
-            tls = ldap3.Tls(
-                ca_certs_file=self.settings.ca_file,
-                validate=ssl.CERT_REQUIRED,
-            )
-        return ldap3.Server(uri, connect_timeout=self.settings.timeout, tls=tls, get_info=ldap3.NONE)
-
     def open(self, *, stream: bool = False, write: bool = False) -> ldap3.Connection:
-        """A bound connection; every failure, whatever its kind (unreachable server, refused
-        bind, unreadable password file, settings ldap3 rejects), is DirectoryUnavailable."""
+        """A bound connection; every failure, whatever its kind (unreachable server, TLS not
+        verified, refused bind, unreadable password file, settings ldap3 rejects), is
+        DirectoryUnavailable. Over TLS the bind only ever follows a verified handshake."""
         uri = (self.settings.write_uri or self.settings.uri) if write else self.settings.uri
+        problem = settings_problem(self.settings)
+        if problem is not None:
+            raise DirectoryUnavailable(f"cannot connect to {uri}: {problem[1]}")
         password = self._password()
         try:
+            server = tls.server(uri, start_tls=self.settings.start_tls,
+                                ca_file=self.settings.ca_file, timeout=self.settings.timeout)
             connection = ldap3.Connection(
-                self._server(uri),
+                server,
                 user=self.settings.bind_dn,
                 password=password,
                 client_strategy=ldap3.ASYNC_STREAM if stream else ldap3.SYNC,
@@ -88,11 +89,9 @@ class ConnectionFactory:
         except CONNECT_ERRORS as exc:
             raise DirectoryUnavailable(f"cannot connect to {uri}: {exc}") from exc
         try:
-            connection.open()
+            connection.open()  # TLS (and StartTLS) happen in here, verified, or it raises
             if stream and connection.socket is not None:
                 connection.socket.settimeout(None)  # see the comment at the top
-            if self.settings.start_tls and not connection.start_tls():
-                raise DirectoryUnavailable(f"StartTLS with {uri} failed: {_failure(connection)}")
             # ASYNC_STREAM leaves connection.result None: the bind's own answer counts
             if not connection.bind():
                 raise DirectoryUnavailable(
@@ -102,6 +101,9 @@ class ConnectionFactory:
         except BaseException as exc:
             close_quietly(connection)
             if isinstance(exc, CONNECT_ERRORS):
+                refused = tls.tls_refusal(server)
+                if refused is not None:
+                    raise DirectoryUnavailable(f"{refused} ({uri})") from exc
                 raise DirectoryUnavailable(f"cannot connect to {uri}: {exc}") from exc
             raise
         return connection
