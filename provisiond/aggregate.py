@@ -35,7 +35,7 @@ from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.decode import same_dn
 from provisiond.directory.stream import Change, ChangeStream
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.provisioned import Attributes, ProvisionedStore
 from provisiond.values import InvalidValue, parse_entry
 

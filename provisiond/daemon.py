@@ -23,7 +23,8 @@ from provisiond.clock import Clock
 from provisiond.config import Config, ConfigError, load_config
 from provisiond.engine import Engine
 from provisiond.fsutil import atomic_write
-from provisiond.logs import kv, setup_logging
+from provisiond.logfmt import kv
+from provisiond.logs import setup_logging
 from provisiond.metrics import Metrics, status_line
 from provisiond.notify import Notifier, stderr_is_journal
 

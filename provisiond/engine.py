@@ -43,7 +43,7 @@ from provisiond.directory.stream import Change
 from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.hostlock import AggregateLocks
 from provisiond.journal import Claim, new_token
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.pipeline import Job, Pipeline, StepFailed
 from provisiond.recovery import LAST_WRITER, Recovery
 from provisiond.render import make_environment

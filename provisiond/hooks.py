@@ -43,7 +43,7 @@ import psutil
 
 from provisiond.exitcodes import EX_TEMPFAIL
 from provisiond.hook_output import HookOutput
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.subreaper import ADOPTION, TOKEN
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from provisiond.fsutil import atomic_write
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.daemon")
 

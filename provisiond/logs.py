@@ -16,14 +16,14 @@ from __future__ import annotations
 import errno
 import logging
 import logging.handlers
-import re
 import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
+from provisiond.logfmt import check_tag, parse_syslog_address
+
 LOGGER_NAME = "provisiond"
-DEFAULT_SYSLOG_SOCKET = "/dev/log"
 REDACTED = "***"
 
 LEVELS: Mapping[str, int] = MappingProxyType(
@@ -55,51 +55,6 @@ FACILITIES: Mapping[str, int] = MappingProxyType(
     }
 )
 
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
-
-
-def _is_control(char: str) -> bool:
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
-
-
-# One regex scan instead of a Python call per character: kv() runs for every log line.
-_QUOTE_NEEDED = re.compile('[ "\x00-\x1f\x7f-\x9f\u2028\u2029]')
-
-
-def _needs_quotes(text: str) -> bool:
-    return text == "" or _QUOTE_NEEDED.search(text) is not None
-
-
-def _escape(char: str) -> str:
-    if char in _ESCAPES:
-        return _ESCAPES[char]
-    if _is_control(char):
-        return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
-    return char
-
-
-def _render(value: object) -> str:
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    if not _needs_quotes(text):
-        return text
-    return '"' + "".join(_escape(c) for c in text) + '"'
-
-
-def kv(**fields: object) -> str:
-    """`key=value` pairs in the given order; `None` values are left out.
-
-    A value is double-quoted (with `\\n \\t \\r \\" \\\\` and `\\xNN` escapes) when it is empty or
-    contains a space, a double quote or a control character. An `=` alone does not force quotes:
-    keys never contain `=`, so the first one splits unambiguously and DNs stay greppable
-    (`dn=cn=a,ou=x`). Booleans render as `true`/`false`.
-    """
-    return " ".join(f"{key}={_render(value)}" for key, value in fields.items() if value is not None)
-
-
 class Redactor(logging.Filter):
     """Replaces every occurrence of the given secrets with `***` in a record's message, its
     arguments, and any exception or stack text. Never drops a record."""
@@ -130,38 +85,6 @@ class Redactor(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         return True
-
-
-# ASCII only: str.isdigit() takes "١٢" as a port, and int() reads it as 12.
-_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]", re.ASCII)
-_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
-# RFC 5424 APP-NAME: 1-48 printable ASCII characters; ':', '[', ']' and '%' would confuse
-# the `tag[pid]:` header and format strings.
-_TAG = re.compile(r"[!-~]{1,48}", re.ASCII)
-
-
-def parse_syslog_address(address: str | None) -> str | tuple[str, int]:
-    """A unix socket path as is, or `host:port` / `[v6]:port` for UDP; ValueError if neither
-    (the configuration loader calls this too, so a bad address stops `check`, not `run`)."""
-    if not address:
-        return DEFAULT_SYSLOG_SOCKET
-    if address.startswith("/"):
-        if any(_is_control(c) for c in address):
-            raise ValueError(f"syslog address {address!r}: control character in the path")
-        return address
-    host, sep, port = address.rpartition(":")
-    if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port) or not (
-        0 < int(port) < 65536
-    ):
-        raise ValueError(f"syslog address {address!r}: expected a socket path or host:port")
-    return host.strip("[]"), int(port)
-
-
-def check_tag(tag: str) -> None:
-    """ValueError unless `tag` is a valid syslog tag (the loader checks it too)."""
-    if not _TAG.fullmatch(tag) or any(c in ":[]%" for c in tag):
-        raise ValueError(f"syslog tag {tag!r}: use 1-48 printable ASCII characters without "
-                         "spaces, ':', '[', ']' or '%'")
 
 
 def _probe_unix(path: str) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from provisiond import __version__
 from provisiond.config.model import MetricsSettings
 from provisiond.fsutil import atomic_write
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 
 if TYPE_CHECKING:
     from provisiond.engine import Engine

@@ -21,7 +21,7 @@ import math
 import re
 from pathlib import Path
 
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.metrics import (
     BUCKETS,
     LOST_RACES,

@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.notify")
 

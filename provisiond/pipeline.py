@@ -48,7 +48,7 @@ from provisiond.hooks import (
     resolve_program,
     run_hook,
 )
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.render import RenderError, render_string, render_template
 from provisiond.values import as_text
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from provisiond.fsutil import atomic_write, remove_path
 from provisiond.journal import UUID
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.provisioned")
 

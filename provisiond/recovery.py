@@ -16,7 +16,7 @@ from provisiond import lifecycle
 from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.journal import Claim, Ownership, ownership
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.runtime import Work
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from provisiond import lifecycle
 from provisiond.config.model import RetrySettings
 from provisiond.directory.access import Directory, Entry, WriteResult
 from provisiond.directory.connection import DirectoryUnavailable
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.runtime import Counters
 
 if TYPE_CHECKING:

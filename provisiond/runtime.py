@@ -18,7 +18,7 @@ from provisiond.config.model import ServiceSpec
 from provisiond.directory.cookie import CookieStore
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.journal import Journal
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 from provisiond.pipeline import Outcome
 from provisiond.watermark import Watermark
 

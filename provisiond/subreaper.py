@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 
 import psutil
 
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from provisiond.logs import kv
+from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.tempsweep")
 

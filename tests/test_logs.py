@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.logs import FACILITIES, LEVELS, Redactor, kv, setup_logging
+from provisiond.logfmt import kv
+from provisiond.logs import FACILITIES, LEVELS, Redactor, setup_logging
 
 
 def test_kv_plain_values_in_order() -> None:

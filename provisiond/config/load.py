@@ -40,7 +40,7 @@ from provisiond.config.sections import (
 from provisiond.config.services import read_service
 from provisiond.config.syntax import check_dn, check_uri
 from provisiond.directory.connection import LdapSettings
-from provisiond.logs import check_tag, parse_syslog_address
+from provisiond.logfmt import check_tag, parse_syslog_address
 from provisiond.render import make_environment
 
 

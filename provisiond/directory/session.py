@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from ..logs import kv
+from provisiond.logfmt import kv
+
 from .controls import SYNC_STATE_OID, SyncDone, SyncInfo, decode_sync_state
 from .decode import text_attributes
 

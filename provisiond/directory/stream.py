@@ -41,7 +41,8 @@ with warnings.catch_warnings():
     import ldap3
     from ldap3.core.exceptions import LDAPException
 
-from ..logs import kv
+from provisiond.logfmt import kv
+
 from .connection import ConnectionFactory, DirectoryUnavailable, close_quietly
 from .controls import (
     SYNC_DONE_OID,
