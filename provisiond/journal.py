@@ -32,11 +32,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisiond.directory.decode import same_dn
+from provisiond.directory.decode import UUID, same_dn
 from provisiond.fsutil import atomic_write, remove_path
 from provisiond.lifecycle import claim_message
 
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 CONFIRMED = "confirmed"
 
 

@@ -239,7 +239,7 @@ class Bundle:
 
 def _read_secrets(password_file: str | None) -> list[str]:
     """The bind password, to redact it, when the configuration did not load."""
-    from provisiond.directory.connection import read_secret
+    from provisiond.config.model import read_secret
 
     try:
         secret = read_secret(password_file) if password_file else ""

@@ -17,8 +17,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from provisiond.directory.decode import UUID
 from provisiond.fsutil import atomic_write, remove_path
-from provisiond.journal import UUID
 from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.provisioned")

@@ -33,10 +33,17 @@ import pytest
 from provisiond import paths
 from provisiond.aggregate import Aggregates, Member
 from provisiond.config.load import merge_kind
-from provisiond.config.model import HookAction, HookSettings, RenderAction, ServiceSpec, Step
+from provisiond.config.model import (
+    HookAction,
+    HookSettings,
+    LdapSettings,
+    RenderAction,
+    ServiceSpec,
+    Step,
+)
 from provisiond.config.schema import Where
 from provisiond.config.services import read_service
-from provisiond.directory.connection import ConnectionFactory, LdapSettings
+from provisiond.directory.connection import ConnectionFactory
 from provisiond.pipeline import Job, Pipeline, StepFailed
 from provisiond.render import make_environment, render_string
 from provisiond.values import TYPES, InvalidValue, ValueSpec, ValueType, as_text, parse_entry

@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from provisiond import paths
@@ -18,6 +19,7 @@ from provisiond.config.files import read_yaml
 from provisiond.config.model import (
     Config,
     HookSettings,
+    LdapSettings,
     LoggingSettings,
     MetricsSettings,
     RetrySettings,
@@ -38,8 +40,7 @@ from provisiond.config.sections import (
     TOP,
 )
 from provisiond.config.services import read_service
-from provisiond.config.syntax import check_dn, check_uri
-from provisiond.directory.connection import LdapSettings
+from provisiond.config.syntax import check_dn, check_uri, settings_problem
 from provisiond.logfmt import check_tag, parse_syslog_address
 from provisiond.render import make_environment
 
@@ -117,6 +118,9 @@ def _check_ldap(ldap: Mapping[str, Any], where: Where) -> None:
         )
     if ldap["ca_file"] is not None:
         _readable_file(ldap["ca_file"], where.child("ca_file"))
+    problem = settings_problem(SimpleNamespace(**ldap))
+    if problem is not None:
+        raise where.child(problem[0]).error(problem[1])
 
 
 # Keys whose mappings a derived kind refines entry by entry rather than replaces.

@@ -12,10 +12,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from provisiond.directory.connection import LdapSettings
 from provisiond.values import ValueSpec
 
 REQUEST_MODES = ("add", "modify", "delete")
+
+
+def read_secret(path: str) -> str:
+    """The first line of the secret file, without its line ending (never logged)."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n")
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    uri: str
+    bind_dn: str | None = None
+    bind_password_file: str | None = None
+    write_uri: str | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -204,8 +220,6 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Strings that must never be logged (the bind password)."""
-        from provisiond.directory.connection import read_secret
-
         if not self.ldap.bind_password_file:
             return []
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import urllib.parse
-from typing import Any
+from typing import Any, Protocol
 
 from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter
@@ -95,3 +95,35 @@ def _check_attributes(node: Any, text: str) -> None:
         raise ValueError(f"not an LDAP filter: {text!r} (bad attribute name {attribute!r})")
     for child in node.elements:
         _check_attributes(child, text)
+
+
+class TlsSettings(Protocol):
+    """What of the `ldap:` settings TLS depends on (LdapSettings, read-only)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def write_uri(self) -> str | None: ...
+    @property
+    def start_tls(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+
+
+def uses_tls(uri: str, start_tls: bool) -> bool:
+    return uri.lower().startswith("ldaps://") or (start_tls and uri.lower().startswith("ldap://"))
+
+
+def settings_problem(settings: TlsSettings) -> tuple[str, str] | None:
+    """(key, reason) when the TLS settings contradict the URIs; None when they make sense."""
+    uris = [uri for uri in (settings.uri, settings.write_uri) if uri]
+    if settings.start_tls:
+        for uri in uris:
+            if uri.lower().startswith("ldaps://"):
+                return "start_tls", (f"{uri} is TLS from the first byte: drop start_tls, "
+                                     "or use ldap:// for StartTLS")
+            if uri.lower().startswith("ldapi://"):
+                return "start_tls", f"{uri} is a local socket: StartTLS needs ldap://"
+    if settings.ca_file and not any(uses_tls(uri, settings.start_tls) for uri in uris):
+        return "ca_file", f"no connection uses TLS ({settings.uri} without start_tls)"
+    return None

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 import socket
 import threading
-from dataclasses import dataclass
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from provisiond.config.model import LdapSettings, read_secret
+from provisiond.config.syntax import settings_problem
 from provisiond.directory import tls
-from provisiond.directory.tls import settings_problem
 
 # A stream's socket must not time out while idle: ldap3 leaves connect_timeout on the socket
 # when receive_timeout is None (an idle persistent search died after `timeout` seconds), and
@@ -34,25 +34,8 @@ KEEPALIVE_PROBES = 3
 CONNECT_ERRORS = (LDAPException, OSError, ValueError, TypeError, OverflowError)
 
 
-@dataclass(frozen=True)
-class LdapSettings:
-    uri: str
-    bind_dn: str | None = None
-    bind_password_file: str | None = None
-    write_uri: str | None = None
-    start_tls: bool = False
-    ca_file: str | None = None
-    timeout: float = 10.0
-
-
 class DirectoryUnavailable(Exception):
     """The server cannot be reached or refused the bind: a transient condition."""
-
-
-def read_secret(path: str) -> str:
-    """The first line of the secret file, without its line ending (never logged)."""
-    with open(path, encoding="utf-8") as handle:
-        return handle.readline().rstrip("\r\n")
 
 
 class ConnectionFactory:

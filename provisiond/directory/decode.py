@@ -13,6 +13,7 @@ reject what they cannot use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import parse_dn
 
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")  # entryUUID
 _ESCAPED = range(0xDC80, 0xDD00)  # how "surrogateescape" carries the bytes 0x80-0xFF
 
 

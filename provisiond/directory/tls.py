@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, Protocol
+from typing import Any
 
 import ldap3
 from ldap3.core.results import RESULT_CODES
@@ -29,6 +29,8 @@ from ldap3.strategy.base import BaseStrategy
 from pyasn1.codec.ber import decoder
 from pyasn1.error import PyAsn1Error
 
+from provisiond.config.syntax import uses_tls
+
 START_TLS_OID = "1.3.6.1.4.1.1466.20037"
 # LDAPMessage { messageID 1, extendedReq [APPLICATION 23] { requestName [0] START_TLS_OID } }
 START_TLS_REQUEST = bytes([0x30, 0x1D, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16]) + \
@@ -36,40 +38,8 @@ START_TLS_REQUEST = bytes([0x30, 0x1D, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16]
 MAX_START_TLS_ANSWER = 64 * 1024  # an ExtendedResponse; anything larger is not one
 
 
-class TlsSettings(Protocol):
-    """What of the `ldap:` settings TLS depends on (LdapSettings, read-only)."""
-
-    @property
-    def uri(self) -> str: ...
-    @property
-    def write_uri(self) -> str | None: ...
-    @property
-    def start_tls(self) -> bool: ...
-    @property
-    def ca_file(self) -> str | None: ...
-
-
 class TlsRefused(Exception):
     """A connection that did not come out verified; the message is the one-line reason."""
-
-
-def uses_tls(uri: str, start_tls: bool) -> bool:
-    return uri.lower().startswith("ldaps://") or (start_tls and uri.lower().startswith("ldap://"))
-
-
-def settings_problem(settings: TlsSettings) -> tuple[str, str] | None:
-    """(key, reason) when the TLS settings contradict the URIs; None when they make sense."""
-    uris = [uri for uri in (settings.uri, settings.write_uri) if uri]
-    if settings.start_tls:
-        for uri in uris:
-            if uri.lower().startswith("ldaps://"):
-                return "start_tls", (f"{uri} is TLS from the first byte: drop start_tls, "
-                                     "or use ldap:// for StartTLS")
-            if uri.lower().startswith("ldapi://"):
-                return "start_tls", f"{uri} is a local socket: StartTLS needs ldap://"
-    if settings.ca_file and not any(uses_tls(uri, settings.start_tls) for uri in uris):
-        return "ca_file", f"no connection uses TLS ({settings.uri} without start_tls)"
-    return None
 
 
 def describe(exc: BaseException) -> str:

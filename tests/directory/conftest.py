@@ -8,7 +8,8 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from provisiond.directory.connection import ConnectionFactory, LdapSettings
+from provisiond.config.model import LdapSettings
+from provisiond.directory.connection import ConnectionFactory
 from provisiond.testing.slapd import Slapd
 
 

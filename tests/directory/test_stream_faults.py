@@ -13,7 +13,8 @@ import ldap3
 import pytest
 
 from provisiond.config import load_config
-from provisiond.directory.connection import ConnectionFactory, LdapSettings
+from provisiond.config.model import LdapSettings
+from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.controls import sync_request_control
 from provisiond.directory.stream import Change, ChangeStream, Mode
 from provisiond.engine import Engine
