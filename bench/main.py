@@ -46,9 +46,9 @@ from bench.harness import (
     start_slapd,
     write_config,
 )
-from provisiond import lifecycle
-from provisiond.config.model import StateAttributes
 from provisiond.directory.controls import assertion_control
+from provisiond.model import lifecycle
+from provisiond.model.settings import StateAttributes
 
 NAMES = StateAttributes(mode="provisiondMode", state="provisiondState",
                         execution_date="provisiondExecutionDate",

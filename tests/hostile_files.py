@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from provisiond.config.model import ServiceSpec
+from provisiond.model.settings import ServiceSpec
 
 # Characters that quote, escape, comment, template or mean something to a shell.
 META = frozenset("'\"`{}[]()<>$;|&*?~!\\#%^")

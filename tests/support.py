@@ -17,10 +17,10 @@ from typing import Any
 import ldap3
 import yaml
 
-from provisiond.clock import Clock
 from provisiond.config import load_config
-from provisiond.daemon import configure_logging
-from provisiond.engine import Engine
+from provisiond.core.clock import Clock
+from provisiond.core.engine import Engine
+from provisiond.process.daemon import configure_logging
 from provisiond.testing.slapd import Slapd
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
-from provisiond.check import run_checks
 from provisiond.config import ConfigError, load_config, sample_config
-from provisiond.engine import Engine
+from provisiond.core.engine import Engine
+from provisiond.operate.check import run_checks
 from provisiond.testing.slapd import Slapd
 from tests.support import (
     REPO,

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from provisiond.aggregate import Coalescer
+from provisiond.aggregates.mirror import Coalescer
 from tests.support import wait_for
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from provisiond.check import run_checks
 from provisiond.config import load_config
+from provisiond.operate.check import run_checks
 from tests.test_config import write
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import psutil
 import pytest
 
-from provisiond.clock import FakeClock
 from provisiond.config import load_config
-from provisiond.engine import Engine
+from provisiond.core.clock import FakeClock
+from provisiond.core.engine import Engine
 from provisiond.testing.slapd import Slapd
 from tests.support import (
     DEMO_BASE,

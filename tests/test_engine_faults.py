@@ -17,9 +17,9 @@ import ldap3
 import pytest
 
 from provisiond.config import load_config
+from provisiond.core.engine import Engine
+from provisiond.core.journal import Claim, Journal
 from provisiond.directory.connection import DirectoryUnavailable
-from provisiond.engine import Engine
-from provisiond.journal import Claim, Journal
 from provisiond.testing.slapd import Slapd
 from tests.support import (
     DEMO_BASE,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.fsutil import (
+from provisiond.host.files import (
     PathNotAllowed,
     atomic_write,
     confine,
@@ -200,7 +200,7 @@ def test_confine_refuses_a_root_that_is_a_symlink_to_the_filesystem_root(tmp_pat
 
 
 def test_check_root_normalises_and_keeps_ordinary_roots(tmp_path: Path) -> None:
-    from provisiond.fsutil import check_root
+    from provisiond.host.files import check_root
 
     assert check_root("//srv//backup/./x/..") == Path("/srv/backup")
     assert check_root("/etc/rsnapshot") == Path("/etc/rsnapshot")  # below /etc is fine

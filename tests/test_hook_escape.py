@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from provisiond.hooks import run_hook
-from provisiond.subreaper import ADOPTION
+from provisiond.host.hooks import run_hook
+from provisiond.host.subreaper import ADOPTION
 from tests.test_hooks import ENV, cleanup, read_pids, script, sh  # noqa: F401 - fixture
 
 DAEMONISER = """\

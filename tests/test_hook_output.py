@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from provisiond.config import load_config
-from provisiond.engine import Engine
-from provisiond.hook_output import MAX_SETTING_LINE
-from provisiond.hooks import run_hook
+from provisiond.core.engine import Engine
+from provisiond.host.hook_output import MAX_SETTING_LINE
+from provisiond.host.hooks import run_hook
 from provisiond.testing.slapd import Slapd
 from tests.support import add_item, connect, read, write_config
 from tests.test_engine import _hook, hook_service
@@ -102,7 +102,7 @@ def test_engine_fails_the_step_when_a_setting_is_lost(slapd: Slapd, tmp_path: Pa
 
 MEASURE = """
 import resource, sys
-from provisiond.hooks import run_hook
+from provisiond.host.hooks import run_hook
 run_hook(["/bin/true"], env={}, timeout=5)  # imports and first use done
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = run_hook([sys.argv[1]], env={"PATH": "/usr/bin:/bin"}, timeout=600)

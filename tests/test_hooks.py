@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from provisiond.hooks import (
+from provisiond.host.hooks import (
     EXIT_RETRY,
     STANDARD_PATH,
     HookError,

@@ -31,9 +31,14 @@ from typing import Any
 import pytest
 
 from provisiond import paths
-from provisiond.aggregate import Aggregates, Member
+from provisiond.aggregates.mirror import Aggregates, Member
 from provisiond.config.load import merge_kind
-from provisiond.config.model import (
+from provisiond.config.schema import Where
+from provisiond.config.services import read_service
+from provisiond.core.pipeline import Pipeline, StepFailed
+from provisiond.directory.connection import ConnectionFactory
+from provisiond.host.jinja import make_environment, render_string
+from provisiond.model.settings import (
     HookAction,
     HookSettings,
     LdapSettings,
@@ -41,12 +46,15 @@ from provisiond.config.model import (
     ServiceSpec,
     Step,
 )
-from provisiond.config.schema import Where
-from provisiond.config.services import read_service
-from provisiond.directory.connection import ConnectionFactory
-from provisiond.pipeline import Job, Pipeline, StepFailed
-from provisiond.render import make_environment, render_string
-from provisiond.values import TYPES, InvalidValue, ValueSpec, ValueType, as_text, parse_entry
+from provisiond.model.values import (
+    TYPES,
+    InvalidValue,
+    ValueSpec,
+    ValueType,
+    as_text,
+    parse_entry,
+)
+from provisiond.model.work import Job
 from tests.hostile import hostile_values, numbers, rng_for
 from tests.hostile_files import META, PREPARE, TEMPLATE_CHECKS, file_problems, neutral
 

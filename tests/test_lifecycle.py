@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
 
-from provisiond import lifecycle
-from provisiond.config.model import StateAttributes
-from provisiond.lifecycle import Action, EntryState
+from provisiond.model import lifecycle
+from provisiond.model.lifecycle import Action, EntryState
+from provisiond.model.settings import StateAttributes
 
 NOW = datetime(2026, 11, 22, 13, 45, 7, tzinfo=UTC)
 NAMES = StateAttributes()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from provisiond.logfmt import kv
-from provisiond.logs import FACILITIES, LEVELS, Redactor, setup_logging
+from provisiond.process.logs import FACILITIES, LEVELS, Redactor, setup_logging
 
 
 def test_kv_plain_values_in_order() -> None:

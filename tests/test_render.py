@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisiond.render import RenderError, shard
+from provisiond.host.jinja import RenderError, shard
 
 
 def test_shard_lays_out_stoney_homes() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from provisiond.values import (
+from provisiond.model.values import (
     TYPES,
     InvalidValue,
     SpecError,

@@ -16,6 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provisiond.check import run_checks
+    from provisiond.operate.check import run_checks
 
     return run_checks(args.loaded_config)

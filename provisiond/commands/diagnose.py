@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from provisiond.exitcodes import EX_CANTCREAT
-    from provisiond.operate_diagnose import build, write_private
+    from provisiond.operate.diagnose import build, write_private
 
     data, names = build(args.config, lines=args.lines)
     output = Path(args.output)

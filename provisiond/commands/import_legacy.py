@@ -46,8 +46,8 @@ def _say(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from provisiond.directory.cookie import CookieStore
-    from provisiond.fsutil import atomic_write
-    from provisiond.legacy import LegacyError, convert, legacy_cookie, parse_ini
+    from provisiond.host.files import atomic_write
+    from provisiond.kinds.backup.legacy import LegacyError, convert, legacy_cookie, parse_ini
 
     source = Path(args.legacy_config)
     try:

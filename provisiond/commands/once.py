@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provisiond.daemon import configure_logging
-    from provisiond.engine import Engine
-    from provisiond.hostlock import HostConflict
-    from provisiond.metrics import Metrics
-    from provisiond.metrics_once import write_run_metrics
+    from provisiond.core.engine import Engine
+    from provisiond.host.hostlock import HostConflict
+    from provisiond.process.daemon import configure_logging
+    from provisiond.process.metrics import Metrics
+    from provisiond.process.metrics_once import write_run_metrics
 
     config = args.loaded_config
     configure_logging(config, foreground=True)

@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from provisiond.directory.connection import DirectoryUnavailable
     from provisiond.exitcodes import EX_UNAVAILABLE
-    from provisiond.operate_common import OperateError
-    from provisiond.operate_render import main
+    from provisiond.operate.common import OperateError
+    from provisiond.operate.preview import main
 
     try:
         return main(args.loaded_config, args.dn, sys.stdout, mode=args.mode, as_json=args.json)

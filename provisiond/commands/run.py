@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provisiond.daemon import AlreadyRunning
-    from provisiond.daemon import run as serve
-    from provisiond.hostlock import HostConflict
+    from provisiond.host.hostlock import HostConflict
+    from provisiond.process.daemon import AlreadyRunning
+    from provisiond.process.daemon import run as serve
 
     try:
         return serve(args.config, args.loaded_config, daemonize=args.daemon)

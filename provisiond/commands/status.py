@@ -12,7 +12,7 @@ NEEDS_CONFIG = True
 WRITES_STATE = False  # only reads the state directory: runs without write access to it
 
 
-DEFAULT_STUCK_AFTER = 900.0  # provisiond.status.DEFAULT_STUCK_AFTER (not imported: ldap3 is slow)
+DEFAULT_STUCK_AFTER = 900.0  # provisiond.operate.status.DEFAULT_STUCK_AFTER (not imported: ldap3 is slow)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from provisiond.status import main
+    from provisiond.operate.status import main
 
     return main(args.loaded_config, sys.stdout, as_json=args.json, stuck_after=args.stuck_after)

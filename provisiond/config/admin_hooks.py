@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from provisiond.config.model import REQUEST_MODES, AdminHooks, HookAction, ServiceSpec, Step
 from provisiond.config.schema import ConfigError, Section, Where, read_section
 from provisiond.config.sections import ADMIN_HOOKS
+from provisiond.model.settings import REQUEST_MODES, AdminHooks, HookAction, ServiceSpec, Step
 
 RUN_PARTS_NAME = re.compile(r"[A-Za-z0-9_-]+")  # run-parts' default (no --lsbsysinit)
 PHASES = ("pre", "post")

@@ -16,16 +16,6 @@ from typing import Any
 from provisiond import paths
 from provisiond.config import admin_hooks
 from provisiond.config.files import read_yaml
-from provisiond.config.model import (
-    Config,
-    HookSettings,
-    LdapSettings,
-    LoggingSettings,
-    MetricsSettings,
-    RetrySettings,
-    ServiceSpec,
-    SyncSettings,
-)
 from provisiond.config.schema import ConfigError, Where, read_section, sample_yaml
 from provisiond.config.sections import (
     ADMIN_HOOKS,
@@ -41,8 +31,18 @@ from provisiond.config.sections import (
 )
 from provisiond.config.services import read_service
 from provisiond.config.syntax import check_dn, check_uri, settings_problem
+from provisiond.host.jinja import make_environment
 from provisiond.logfmt import check_tag, parse_syslog_address
-from provisiond.render import make_environment
+from provisiond.model.settings import (
+    Config,
+    HookSettings,
+    LdapSettings,
+    LoggingSettings,
+    MetricsSettings,
+    RetrySettings,
+    ServiceSpec,
+    SyncSettings,
+)
 
 
 def _checked(check: Callable[[Any], object], value: Any, where: Where) -> None:

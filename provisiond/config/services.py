@@ -17,7 +17,12 @@ from typing import Any
 import jinja2
 
 from provisiond.config.files import check_template
-from provisiond.config.model import (
+from provisiond.config.schema import Where
+from provisiond.config.sections import HOOKS
+from provisiond.config.syntax import check_dn, check_filter
+from provisiond.host.files import PathNotAllowed, check_root
+from provisiond.host.jinja import RenderError, check_string, render_string
+from provisiond.model.settings import (
     REQUEST_MODES,
     Action,
     HookAction,
@@ -28,12 +33,7 @@ from provisiond.config.model import (
     StateAttributes,
     Step,
 )
-from provisiond.config.schema import Where
-from provisiond.config.sections import HOOKS
-from provisiond.config.syntax import check_dn, check_filter
-from provisiond.fsutil import PathNotAllowed, check_root
-from provisiond.render import RenderError, check_string, render_string
-from provisiond.values import DnType, SpecError, ValueSpec, has_control_characters
+from provisiond.model.values import DnType, SpecError, ValueSpec, has_control_characters
 
 SERVICE_KEYS = {
     "kind", "vars", "base", "scope", "filter", "attributes", "values", "outputs",

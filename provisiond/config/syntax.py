@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ldap3.core.exceptions import LDAPException
 from ldap3.operation.search import parse_filter
 
-from provisiond.value_types import DnType, HostnameType, has_control_characters
+from provisiond.model.value_types import DnType, HostnameType, has_control_characters
 
 SCHEMES = ("ldap", "ldaps", "ldapi")
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes with the final NUL).

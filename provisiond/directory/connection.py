@@ -17,9 +17,9 @@ import threading
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from provisiond.config.model import LdapSettings, read_secret
 from provisiond.config.syntax import settings_problem
 from provisiond.directory import tls
+from provisiond.model.settings import LdapSettings, read_secret
 
 # A stream's socket must not time out while idle: ldap3 leaves connect_timeout on the socket
 # when receive_timeout is None (an idle persistent search died after `timeout` seconds), and

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisiond.fsutil import atomic_write
+from provisiond.host.files import atomic_write
 
 CSN_PATTERN = re.compile(r"\d{14}\.\d{6}Z#[0-9a-fA-F]{6}#[0-9a-fA-F]{3}#[0-9a-fA-F]{6}")
 _RID = re.compile(r"\d{1,3}")

@@ -11,7 +11,14 @@ import yaml
 
 from provisiond.cli import main
 from provisiond.config import load_config
-from provisiond.legacy import LegacyError, convert, ldap_uri, legacy_cookie, log_level, parse_ini
+from provisiond.kinds.backup.legacy import (
+    LegacyError,
+    convert,
+    ldap_uri,
+    legacy_cookie,
+    log_level,
+    parse_ini,
+)
 from provisiond.testing.slapd import Slapd
 from tests.backup.support import (
     ACCOUNTS,

@@ -15,7 +15,7 @@ import ldap3
 import pytest
 
 from provisiond.config import load_config
-from provisiond.config.model import StateAttributes
+from provisiond.model.settings import StateAttributes
 from provisiond.testing.slapd import PROJECT_SCHEMA_DIR, Slapd, destroy, start_private_slapd
 from tests.backup.support import Site, connect, ids_for, mode_bits, read, running
 from tests.backup.test_backup_account import (

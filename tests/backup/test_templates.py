@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from provisiond import paths
-from provisiond.aggregate import Member
-from provisiond.render import make_environment
+from provisiond.aggregates.mirror import Member
+from provisiond.host.jinja import make_environment
 
 KIND = yaml.safe_load((paths.kinds_dirs()[1] / "backup-account.yaml").read_text())
 ENV = make_environment(paths.templates_dirs())

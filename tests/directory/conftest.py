@@ -8,8 +8,8 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from provisiond.config.model import LdapSettings
 from provisiond.directory.connection import ConnectionFactory
+from provisiond.model.settings import LdapSettings
 from provisiond.testing.slapd import Slapd
 
 

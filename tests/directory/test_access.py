@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.config.model import LdapSettings
 from provisiond.directory import access
 from provisiond.directory.access import Directory, IncompleteResult
 from provisiond.directory.connection import ConnectionFactory
+from provisiond.model.settings import LdapSettings
 from provisiond.testing.slapd import Slapd
 from tests.support import add_identity, add_item, connect
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from provisiond.config.model import LdapSettings
 from provisiond.directory.connection import ConnectionFactory
+from provisiond.model.settings import LdapSettings
 from provisiond.testing.slapd import Slapd
 from tests.support import wait_for
 

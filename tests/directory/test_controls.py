@@ -8,7 +8,6 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from provisiond.config.model import LdapSettings
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.controls import (
     ASSERTION_OID,
@@ -24,6 +23,7 @@ from provisiond.directory.controls import (
     decode_sync_state,
     sync_request_control,
 )
+from provisiond.model.settings import LdapSettings
 from provisiond.testing.slapd import Slapd
 
 U1 = uuid.UUID("2d82a132-7a98-1041-874e-5f9e84e2ee22")

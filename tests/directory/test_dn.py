@@ -12,10 +12,10 @@ import pytest
 from ldap3.utils.dn import parse_dn
 
 from provisiond.config import load_config
+from provisiond.core.engine import Engine
 from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.decode import dn_text, response_dn
-from provisiond.engine import Engine
 from provisiond.testing.slapd import Slapd
 from tests.directory.test_stream import OU, Recorder, stream
 from tests.support import demo_service, write_config

@@ -13,11 +13,11 @@ import ldap3
 import pytest
 
 from provisiond.config import load_config
-from provisiond.config.model import LdapSettings
+from provisiond.core.engine import Engine
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.controls import sync_request_control
 from provisiond.directory.stream import Change, ChangeStream, Mode
-from provisiond.engine import Engine
+from provisiond.model.settings import LdapSettings
 from provisiond.testing.slapd import SLAPADD, Slapd
 from tests.directory.test_stream import FILTER, OU, Recorder, add, dn, running, stream
 from tests.support import add_item, connect, demo_service, mode_of, write_config

@@ -23,9 +23,9 @@ from ldap3.protocol.rfc4511 import LDAPMessage
 from ldap3.strategy.base import BaseStrategy
 from pyasn1.codec.ber import decoder
 
-from provisiond.config.model import LdapSettings
 from provisiond.config.syntax import settings_problem
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.model.settings import LdapSettings
 from provisiond.testing.slapd import Slapd
 from provisiond.testing.tls import KeyPair, Pki, TlsSlapd, make_pki
 from tests.conftest import DEMO_OU, require_slapd

@@ -20,7 +20,7 @@ from typing import Any
 import ldap3
 import pytest
 
-from provisiond.journal import Claim, Journal, new_token
+from provisiond.core.journal import Claim, Journal, new_token
 from provisiond.testing.slapd import Slapd
 from tests.backup.support import (
     ACCOUNTS,

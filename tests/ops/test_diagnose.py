@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisiond import operate_diagnose
 from provisiond.config import load_config
-from provisiond.engine import Engine
-from provisiond.redaction import Redactor, inline_secrets, scrub
+from provisiond.core.engine import Engine
+from provisiond.operate import diagnose as operate_diagnose
+from provisiond.operate.redaction import Redactor, inline_secrets, scrub
 from tests.ops.conftest import Site
 from tests.support import add_item, run_cli
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from provisiond.clock import FakeClock
 from provisiond.config import load_config
-from provisiond.config.model import MetricsSettings
-from provisiond.daemon import configure_logging
-from provisiond.engine import Engine
-from provisiond.metrics import BUCKETS, Metrics, Totals, engine_load, status_line
-from provisiond.metrics_once import write_run_metrics
+from provisiond.core.clock import FakeClock
+from provisiond.core.engine import Engine
+from provisiond.model.settings import MetricsSettings
+from provisiond.process.daemon import configure_logging
+from provisiond.process.metrics import BUCKETS, Metrics, Totals, engine_load, status_line
+from provisiond.process.metrics_once import write_run_metrics
 from provisiond.testing.slapd import Slapd
 from tests.ops.metrics_support import assert_two_added_one_failed, once_site, parse, value
 from tests.support import add_item, connect, demo_service, mode_of, read, wait_for, write_config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.notify import Notifier, stderr_is_journal, watchdog_interval
+from provisiond.process.notify import Notifier, stderr_is_journal, watchdog_interval
 from provisiond.testing.slapd import Slapd
 from tests.support import REPO, demo_service, write_config
 

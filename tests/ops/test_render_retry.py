@@ -10,11 +10,11 @@ from typing import Any
 import ldap3
 import pytest
 
-from provisiond import operate_retry
 from provisiond.config import load_config
-from provisiond.daemon import configure_logging
-from provisiond.engine import Engine
-from provisiond.operate_common import OperateError
+from provisiond.core.engine import Engine
+from provisiond.operate import retry as operate_retry
+from provisiond.operate.common import OperateError
+from provisiond.process.daemon import configure_logging
 from tests.ops.conftest import Site
 from tests.support import DEMO_BASE, add_item, mode_of, read, request, run_cli, runs, wait_for
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from provisiond.config import load_config
-from provisiond.engine import Engine
-from provisiond.status import _config_of, collect, exit_status, format_text
+from provisiond.core.engine import Engine
+from provisiond.operate.status import _config_of, collect, exit_status, format_text
 from tests.ops.conftest import Site
 from tests.support import (
     DEMO_BASE,

@@ -1,0 +1,292 @@
+"""Files rendered from all active entries of a service (scst.conf, bacula-sd.conf, a cron file).
+
+Two things make these different from per-entry files:
+- Many entries changing together must not render the same file hundreds of times, and two
+  workers must never write it at once. A `Coalescer` serialises the renders of one file and
+  lets every request that arrived before a render started share that render's result.
+- Entries being worked on are not yet `added` in the directory, and an entry being deleted
+  still is. Each in-flight job registers an overlay (its validated values, or None for a
+  delete) that is laid over the directory's view until the job reports its outcome.
+- Reading all active entries for every render would cost O(entries) per render, O(n^2) for
+  a burst. A `Mirror` per service keeps them in memory and brings itself up to date before
+  each render with an RFC 4533 refreshOnly pass on the provider: the first pass reads every
+  active entry, later ones only what changed (deletes included), in about a millisecond.
+- A pass cannot be trusted to show this daemon's own reports: slapd's contextCSN can lag
+  behind an entry's entryCSN when concurrent writes finish out of order, and the pass then
+  says "nothing changed". So when a job reports, the mirror is *settled*: the entry itself is
+  read (a base search, which no sync state delays) and put in or taken out. A file rendered
+  from all entries never lacks an entry this daemon provisioned; changes made elsewhere
+  arrive with the next pass (every render, and `refresh` periodically).
+- An entry whose new values are invalid keeps its last valid ones (provisioned.py keeps them
+  across restarts), so a rejected modify never drops a tenant from the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from provisiond.aggregates.provisioned import Attributes, ProvisionedStore
+from provisiond.directory.access import Directory
+from provisiond.directory.connection import ConnectionFactory
+from provisiond.directory.decode import same_dn
+from provisiond.directory.stream import Change, ChangeStream
+from provisiond.logfmt import kv
+from provisiond.model.settings import RenderAction
+from provisiond.model.values import InvalidValue, parse_entry
+
+if TYPE_CHECKING:
+    from provisiond.model.settings import ServiceSpec
+    from provisiond.model.work import Job
+
+log = logging.getLogger("provisiond.aggregate")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry as an aggregate template sees it: `item.dn`, `item.uuid`, `item.values.x`,
+    and `item.refs.<name>` for the entries it references (another Member)."""
+
+    dn: str
+    uuid: str
+    values: Mapping[str, Any]
+    refs: Mapping[str, Member] = field(default_factory=dict)
+
+
+class Coalescer:
+    """Run a function at most once at a time; callers waiting meanwhile share the next run."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+        self._error: BaseException | None = None
+        self.runs = 0
+
+    def run(self, function: Callable[[], None]) -> None:
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            while self._running:
+                self._cond.wait()
+                if self._completed >= ticket:  # a run that started after we asked is done
+                    if self._error is not None:
+                        raise self._error
+                    return
+            self._running = True
+            covers = self._requested
+        error: BaseException | None = None
+        try:
+            function()
+        except BaseException as exc:  # noqa: BLE001 - handed to every caller it covers
+            error = exc
+        with self._cond:
+            self._running = False
+            self._completed = covers
+            self._error = error
+            self.runs += 1
+            self._cond.notify_all()
+        if error is not None:
+            raise error
+
+
+class Mirror:
+    """The active entries of one service, validated, kept current by refreshOnly passes.
+    It is the change stream's listener; everything runs on the caller's thread."""
+
+    def __init__(self, factory: ConnectionFactory, service: ServiceSpec,
+                 store: ProvisionedStore | None = None) -> None:
+        self.service = service
+        self.store = store
+        self.members: dict[str, Member] = {}
+        self.lock = threading.Lock()
+        self.stream = ChangeStream(
+            factory, base=service.base, filter=service.aggregate_filter,
+            attributes=service.ldap_attributes(), mode="refresh", interval=60.0, cookie=None,
+            listener=self,
+        )
+
+    def on_change(self, change: Change) -> None:
+        if change.present:
+            self.update(change.uuid, change.dn or "", change.attributes)
+        else:
+            self.remove(change.uuid)
+
+    def update(self, uuid: str, dn: str, attributes: Attributes) -> bool:
+        """The entry is active with `attributes`; the caller holds `lock` (or is the pass).
+        False when the values are invalid (and the last valid ones, if known, stay)."""
+        try:
+            values = parse_entry(self.service.values, attributes)
+        except InvalidValue as exc:
+            # One tenant's bad value must not block the others' files, nor take the tenant
+            # out of them (a rejected modify must not stop its backups): the last valid
+            # values stay, from memory or from what this daemon last provisioned.
+            kept = uuid in self.members or self._restore(uuid, dn)
+            log.warning(kv(event="aggregate-keeps-previous" if kept else "aggregate-skip",
+                           service=self.service.name, dn=dn, msg=str(exc)))
+            return False
+        self.members[uuid] = Member(dn, uuid, values)
+        return True
+
+    def remove(self, uuid: str) -> None:
+        self.members.pop(uuid, None)
+        if self.store is not None:
+            self.store.forget(uuid)
+
+    def _restore(self, uuid: str, dn: str) -> bool:
+        saved = self.store.load(uuid) if self.store is not None else None
+        if saved is None:
+            return False
+        try:
+            values = parse_entry(self.service.values, saved)
+        except InvalidValue:
+            return False
+        self.members[uuid] = Member(dn, uuid, values)
+        return True
+
+    def on_cookie(self, cookie: str, covers: int) -> None:
+        del cookie, covers  # kept by the stream itself between passes
+
+    def on_refresh_done(self) -> None:
+        pass
+
+    def on_connection(self, up: bool, reason: str) -> None:
+        del up, reason
+
+    def current(self) -> dict[str, Member]:
+        """Bring the mirror up to date (raises DirectoryUnavailable) and return a copy."""
+        with self.lock:
+            self.stream.run_once()
+            return dict(self.members)
+
+
+class Aggregates:
+    def __init__(self, factory: ConnectionFactory, services: Sequence[ServiceSpec] = (),
+                 state_dir: Path | None = None) -> None:
+        self.services = {spec.name: spec for spec in services}
+        self.state_dir = state_dir
+        # Read from the provider, where this daemon's own reports land first.
+        settings = factory.settings
+        self.factory = ConnectionFactory(replace(settings, uri=settings.write_uri or settings.uri))
+        self.directory = Directory(self.factory)
+        self._lock = threading.Lock()
+        self._coalescers: dict[Path, Coalescer] = {}
+        self._mirrors: dict[str, Mirror] = {}
+        # service name -> uuid -> (dn, values or None when the entry is being deleted)
+        self._overlays: dict[str, dict[str, tuple[str, Mapping[str, Any] | None]]] = {}
+
+    def begin(self, job: Job) -> None:
+        values = None if job.request == "delete" else job.values
+        with self._lock:
+            self._overlays.setdefault(job.service.name, {})[job.uuid] = (job.dn, values)
+
+    def end(self, job: Job) -> None:
+        with self._lock:
+            self._overlays.get(job.service.name, {}).pop(job.uuid, None)
+
+    def coalescer(self, path: Path) -> Coalescer:
+        with self._lock:
+            return self._coalescers.setdefault(path, Coalescer())
+
+    def entries(self, service: ServiceSpec) -> list[Member]:
+        """The active entries, sorted by DN so the output is stable."""
+        # The overlays are read before the directory: a job that leaves the overlays has
+        # already reported, so the refresh that follows sees its outcome. The other order
+        # could miss an entry that finishes in between.
+        with self._lock:
+            overlays = dict(self._overlays.get(service.name, {}))
+        mirror = self.mirror(service)
+        found = mirror.current()
+        for uuid, (dn, overlay) in overlays.items():
+            if overlay is None:
+                found.pop(uuid, None)
+            else:
+                found[uuid] = Member(dn, uuid, overlay)
+        if service.references:  # one refresh per referenced service, not one per member
+            targets = {other: list(self.mirror(self.services[other]).current().values())
+                       for other in set(service.references.values())}
+            found = {uuid: with_refs(service, member, targets) for uuid, member in found.items()}
+        return sorted(found.values(), key=lambda member: member.dn.lower())
+
+    def mirror(self, service: ServiceSpec) -> Mirror:
+        with self._lock:
+            mirror = self._mirrors.get(service.name)
+            if mirror is None:
+                store = (ProvisionedStore(self.state_dir, service.name)
+                         if self.state_dir is not None else None)
+                mirror = self._mirrors[service.name] = Mirror(self.factory, service, store)
+            return mirror
+
+    def mirrored(self, service: ServiceSpec) -> bool:
+        """Whether anything reads `service`'s mirror: its own files rendered from all
+        entries, or another service's references to its entries."""
+        return any(step.action.scope == "all" for steps in service.steps.values()
+                   for step in steps if isinstance(step.action, RenderAction)) or any(
+            service.name in other.references.values() for other in self.services.values())
+
+    def settle(self, job: Job) -> None:
+        """After `job` reported: put its entry in the mirror as the directory has it now, or
+        take it out, without waiting for a refresh pass to show it (see the module doc).
+        Raises DirectoryUnavailable."""
+        service = job.service
+        if not self.mirrored(service):
+            return
+        found = self.directory.search(job.dn, service.aggregate_filter,
+                                      service.ldap_attributes(), scope="base")
+        mirror = self.mirror(service)
+        with mirror.lock:
+            entry = next((e for e in found if e.uuid == job.uuid), None)
+            if entry is None:
+                mirror.remove(job.uuid)
+                return
+            valid = mirror.update(entry.uuid, entry.dn, entry.attributes)
+            if valid and mirror.store is not None and job.request != "delete":
+                mirror.store.save(entry.uuid, entry.attributes)
+
+    def resolve(self, service_name: str, dn: str) -> Member | None:
+        """The active entry of `service_name` at `dn`, current as of now, or None."""
+        members = self.mirror(self.services[service_name]).current().values()
+        return find_dn(members, dn)
+
+    def references(self, spec: ServiceSpec, values: Mapping[str, Any]
+                   ) -> tuple[dict[str, Any], str | None, int]:
+        """The entries `spec.references` name (value -> Member), or the reason and the
+        ReturnValue why one of them is not an active entry of its service."""
+        refs: dict[str, Any] = {}
+        codes = {value.name: value.code for value in spec.values}
+        for name, other in spec.references.items():
+            dn = values.get(name)
+            if dn is None:
+                continue  # an optional reference that is not set
+            target = self.resolve(other, str(dn))
+            if target is None:
+                reason = f'value "{name}": {dn} is not an active entry of service {other}'
+                return refs, reason, codes.get(name) or spec.invalid_code
+            refs[name] = target
+        return refs, None, 0
+
+    def render(self, service: ServiceSpec, path: Path,
+               render: Callable[[list[Member]], None]) -> None:
+        self.coalescer(path).run(lambda: render(self.entries(service)))
+
+
+def find_dn(members: Iterable[Member], dn: str) -> Member | None:
+    return next((member for member in members if same_dn(member.dn, dn)), None)
+
+
+def with_refs(service: ServiceSpec, member: Member,
+              targets: Mapping[str, list[Member]]) -> Member:
+    """`member` with its references resolved from `targets` (service -> its active entries);
+    unresolved ones are absent (the entry itself was checked when it was provisioned)."""
+    refs = {}
+    for name, other in service.references.items():
+        dn = member.values.get(name)
+        target = find_dn(targets[other], dn) if isinstance(dn, str) else None
+        if target is not None:
+            refs[name] = target
+    return replace(member, refs=refs)

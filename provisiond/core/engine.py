@@ -1,0 +1,532 @@
+"""The engine: from change notifications to claimed, provisioned and reported entries.
+
+    change stream --> decide (lifecycle) --> now: worker queue / later: scheduler
+    worker: re-read -> validate -> journal -> claim (CAS) -> pipeline -> report -> forget
+
+Guarantees, and where they come from:
+- one entry is never processed twice at once: `_busy` holds the UUIDs in the hands of a
+  worker; a change arriving meanwhile waits in `_again` and is looked at afterwards;
+- exactly once across daemons: the claim is a compare-and-swap on the mode (lifecycle), and a
+  resume needs proof that the claim was ours (journal.ownership);
+- nothing stranded: the journal names this daemon's claims; they are resumed at start, ahead
+  of every request (a daemon in a crash loop still reaches them), and on every reconnect;
+- nothing lost: a change's stream sequence numbers stay outstanding until the change is
+  settled (handled, or moot); a change deferred to a retry carries them along, so a stop
+  before the retry leaves the cookie before it and the restart sees the change again
+  (watermark); future-dated entries, which a cookie moves past, are found again by `recover`;
+- every claimed entry ends with an outcome in the directory: an unexpected exception fails it
+  with a code and a message, and a report the server refuses is replaced by a failure report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import jinja2
+
+from provisiond.aggregates.mirror import Aggregates
+from provisiond.core.clock import Clock
+from provisiond.core.journal import Claim, new_token
+from provisiond.core.pipeline import Pipeline, StepFailed
+from provisiond.core.recovery import LAST_WRITER, Recovery
+from provisiond.core.reporting import Interrupted, Reporter
+from provisiond.core.runtime import Counters, ServiceRuntime, Work
+from provisiond.core.scheduler import Scheduler
+from provisiond.directory.access import Directory, Entry
+from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.directory.controls import assertion_control
+from provisiond.directory.stream import Change
+from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
+from provisiond.host.hostlock import AggregateLocks
+from provisiond.host.jinja import make_environment
+from provisiond.host.tempsweep import sweep
+from provisiond.logfmt import kv
+from provisiond.model import lifecycle
+from provisiond.model.settings import Config
+from provisiond.model.values import InvalidValue, has_control_characters, parse_entry
+from provisiond.model.work import Job
+
+log = logging.getLogger("provisiond.engine")
+
+LOST_RACE = {16, 32, 122}  # noSuchAttribute, noSuchObject, assertionFailed
+NO_SUCH_OBJECT = 32
+COOKIE_SAVE_INTERVAL = 1.0
+AGGREGATE_REFRESH_SECONDS = 60.0
+RECONNECT_SPREAD_SECONDS = 1.0
+PRIORITY_RESUME, PRIORITY_REQUEST, PRIORITY_STOP = 0, 1, 2
+
+
+class Engine:
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self.factory = ConnectionFactory(config.ldap)
+        self.directory = Directory(self.factory)
+        self.env: jinja2.Environment = make_environment(config.templates)
+        self.aggregates = Aggregates(self.factory, config.services, config.state_dir)
+        self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
+        self.scheduler = Scheduler(self.clock, self._due)
+        self.counters = Counters()
+        self._stopping = threading.Event()
+        self.locks = AggregateLocks()
+        self.reporter = Reporter(self.directory, self.counters, self._stopping, config.retry)
+        self.recovery = Recovery(self)
+        self.services = {spec.name: ServiceRuntime(self, spec, self.factory, config.state_dir,
+                                                   config.sync) for spec in config.services}
+        self._queue: queue.PriorityQueue[tuple[int, int, Work | None]] = queue.PriorityQueue()
+        self._order = itertools.count()  # FIFO within a priority
+        self._lock = threading.Condition()
+        self._busy: set[str] = set()
+        self._again: dict[str, Work] = {}
+        self._retrying: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._refreshed: set[str] = set()
+        self.first_sync = threading.Event()
+
+    # -- change intake -------------------------------------------------------------------------
+
+    def handle_change(self, rt: ServiceRuntime, change: Change) -> None:
+        if not change.present:
+            # Only a wait for an execution date ends here: our own claim also takes an entry
+            # out of the stream's result set, and its retries must survive that.
+            self.scheduler.cancel(("date", rt.spec.name, change.uuid))
+            rt.watermark.handled(change.seq)
+            return
+        entry = Entry(dn=change.dn or "", uuid=change.uuid, attributes=change.attributes)
+        self.consider(rt, entry, change.seq)
+
+    def consider(self, rt: ServiceRuntime, entry: Entry, seq: int | None) -> None:
+        """Route an entry seen in a change or a scan: now, later or not at all."""
+        state = lifecycle.read_state(rt.spec.attributes, entry.attributes)
+        decision = lifecycle.decide(state, self.clock.now())
+        if decision.action is lifecycle.Action.WAIT and decision.due is not None:
+            self.scheduler.add(("date", rt.spec.name, entry.uuid), decision.due,
+                               Work(rt.spec.name, entry.uuid, entry.dn))
+            log.info(kv(event="scheduled", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
+                        mode=decision.request, due=decision.due.strftime("%Y-%m-%d")))
+        elif decision.action in (lifecycle.Action.ACT, lifecycle.Action.INVALID):
+            self.submit(Work(rt.spec.name, entry.uuid, entry.dn,
+                             seqs=(seq,) if seq is not None else ()))
+            return
+        rt.watermark.handled(seq)
+
+    def submit(self, work: Work) -> None:
+        with self._lock:
+            if work.uuid in self._busy:
+                earlier = self._again.get(work.uuid)
+                seqs = (earlier.seqs if earlier else ()) + work.seqs
+                kind = "resume" if earlier and earlier.kind == "resume" else work.kind
+                self._again[work.uuid] = replace(work, kind=kind, seqs=seqs, progress=None)
+                return
+            self._busy.add(work.uuid)
+        self._enqueue(work)
+
+    def _enqueue(self, work: Work) -> None:
+        priority = PRIORITY_RESUME if work.kind == "resume" else PRIORITY_REQUEST
+        self._queue.put((priority, next(self._order), work))
+
+    def _due(self, work: Work) -> None:
+        with self._lock:
+            self._retrying.discard(work.uuid)
+        self.submit(work)
+
+    def in_hand(self, uuid: str) -> bool:
+        """Whether a worker or a pending retry has the entry."""
+        with self._lock:
+            return uuid in self._busy or uuid in self._retrying
+
+    def recover(self, rt: ServiceRuntime) -> None:
+        self.recovery.recover(rt)
+
+    def refresh_done(self, rt: ServiceRuntime) -> None:
+        self._refreshed.add(rt.spec.name)
+        if self._refreshed >= set(self.services):
+            self.first_sync.set()
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            _, _, work = self._queue.get()
+            if work is None:
+                return
+            settled = False
+            try:
+                settled = self._process(work)
+            except Interrupted as exc:
+                log.warning(kv(event="interrupted", service=work.service, uuid=work.uuid,
+                               reason=str(exc)))
+            except Exception:  # noqa: BLE001 - a bug must not kill the worker
+                self.counters.count(work.service, "error")
+                log.exception(kv(event="internal-error", service=work.service, uuid=work.uuid))
+            finally:
+                self._finish(work, settled)
+
+    def _finish(self, work: Work, settled: bool) -> None:
+        """Release the entry. Its changes count as handled only when `settled`: a change
+        deferred to a retry carries them along, one interrupted keeps the cookie before it."""
+        rt = self.services[work.service]
+        if settled:
+            for seq in work.seqs:
+                rt.watermark.handled(seq)
+        with self._lock:
+            again = self._again.pop(work.uuid, None)
+            if again is None or self._stopping.is_set():
+                self._busy.discard(work.uuid)  # a dropped `again` leaves its seqs outstanding
+                self._lock.notify_all()
+                return
+        self._enqueue(again)
+
+    def fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
+        attributes = (*rt.spec.ldap_attributes(), LAST_WRITER)
+        entry = self.directory.read(work.dn, attributes) if work.dn else None
+        if entry is None or entry.uuid != work.uuid:  # renamed, or gone
+            entry = self.directory.find_uuid(rt.spec.base, work.uuid, attributes)
+        return entry
+
+    def _process(self, work: Work) -> bool:
+        """Look at one entry now; True when the change that brought it is settled."""
+        rt = self.services[work.service]
+        spec, names = rt.spec, rt.spec.attributes
+        try:
+            entry = self.fresh(rt, work)
+        except DirectoryUnavailable as exc:
+            return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
+        if entry is None:
+            if work.kind == "resume":
+                rt.journal.forget(work.uuid)
+            return True
+        state = lifecycle.read_state(names, entry.attributes)
+        invalid: str | None = None
+        if work.kind == "resume":
+            if not lifecycle.is_stranded(state):
+                rt.journal.forget(work.uuid)
+                return True
+            try:
+                if not self.recovery.prove(rt, entry):
+                    return True
+            except DirectoryUnavailable as exc:
+                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
+            request = state.working_request or ""
+        else:
+            decision = lifecycle.decide(state, self.clock.now())
+            if decision.action is lifecycle.Action.WAIT:
+                self.consider(rt, entry, None)
+                return True
+            if decision.action is lifecycle.Action.IGNORE or decision.request is None:
+                if lifecycle.is_stranded(state) and rt.journal.holds(entry.uuid):
+                    self.submit_later_resume(rt, entry)
+                return True
+            request = decision.request
+            if decision.action is lifecycle.Action.INVALID:
+                invalid = decision.reason
+
+        values: dict[str, object] = {}
+        invalid_code = spec.invalid_code
+        try:
+            values = parse_entry(spec.values, entry.attributes)
+        except InvalidValue as exc:
+            invalid = invalid or str(exc)
+            invalid_code = exc.code or spec.invalid_code
+        if has_control_characters(entry.dn):  # a DN may reach templates and logs
+            invalid = invalid or f"the DN contains control characters: {entry.dn!r}"
+        refs: dict[str, object] = {}
+        if invalid is None and spec.references:
+            try:
+                refs, unresolved, code = self.aggregates.references(spec, values)
+            except DirectoryUnavailable as exc:
+                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
+            if unresolved:
+                invalid, invalid_code = unresolved, code
+        if invalid is None and work.kind == "request":
+            unmet = lifecycle.preconditions_met(spec.preconditions.get(request, {}), values)
+            if unmet:
+                log.info(kv(event="waiting", service=spec.name, dn=entry.dn, uuid=entry.uuid,
+                            mode=request, reason=unmet))
+                return True
+
+        if work.kind == "request":
+            claimed = self._claim(rt, work, entry, state, request)
+            if claimed is not True:
+                return claimed is False  # lost: settled; None: deferred with its change
+        started = time.monotonic()
+        if invalid is not None:
+            self.reporter.failure(rt, entry, request, invalid_code, f"validate: {invalid}",
+                                 started)
+            return True
+        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
+                  refs=refs)
+        try:
+            return self._provision(rt, work, entry, job, started)
+        except (Interrupted, DirectoryUnavailable):
+            raise
+        except Exception as exc:  # noqa: BLE001 - claimed: it must end with an outcome
+            log.exception(kv(event="internal-error", service=spec.name, uuid=entry.uuid))
+            self.reporter.failure(rt, entry, request, spec.invalid_code,
+                                 f"internal error: {type(exc).__name__}: {exc}", started)
+            return True
+
+    def _provision(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job,
+                   started: float) -> bool:
+        """Run the steps of a claimed entry and report the outcome. The entry stays in the
+        aggregate overlay until its outcome is in the directory and in the mirror, so a
+        concurrent aggregate render never sees it neither in flight nor provisioned."""
+        spec, request = rt.spec, job.request
+        self.aggregates.begin(job)
+        try:
+            try:
+                outcome = self.pipeline.run(job, work.progress if work.kind == "resume" else None)
+            except StepFailed as failure:
+                if failure.transient and work.attempt < self.config.retry.limit:
+                    return self._retry_later(rt, replace(work, kind="resume",
+                                                         progress=failure.outcome),
+                                             failure.message)
+                self.reporter.failure(rt, entry, request, failure.code, failure.message, started)
+                return True
+            result = self.reporter.report(rt, entry, lifecycle.success_changes(
+                spec.attributes, request, self.clock.now(), outcome.outputs, "ok"))
+            if not result.ok:
+                self.reporter.failure(
+                    rt, entry, request, spec.invalid_code,
+                    f"report: the directory refused the outcome ({result.description}, "
+                    f"{result.code}): {request} ran, its result is not recorded", started)
+                return True
+            self._settle(rt, job)
+        finally:
+            self.aggregates.end(job)
+        rt.journal.forget(entry.uuid)
+        self.counters.count(spec.name, "success")
+        log.info(kv(event=lifecycle.DONE[request], service=spec.name, dn=entry.dn,
+                    uuid=entry.uuid, mode=lifecycle.DONE[request], rc=0,
+                    ms=int((time.monotonic() - started) * 1000)))
+        return True
+
+    def _settle(self, rt: ServiceRuntime, job: Job) -> None:
+        try:
+            self.aggregates.settle(job)
+        except DirectoryUnavailable as exc:  # the next pass shows it; nothing is lost
+            log.warning(kv(event="settle-deferred", service=rt.spec.name, uuid=job.uuid,
+                           reason=str(exc)))
+
+    def submit_later_resume(self, rt: ServiceRuntime, entry: Entry) -> None:
+        """A claim whose answer was lost (server gone mid-modify) may be ours: look again as
+        a resume, which proves ownership before running anything."""
+        log.info(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid))
+        with self._lock:
+            self._again[entry.uuid] = Work(rt.spec.name, entry.uuid, entry.dn, kind="resume")
+
+    def _claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
+               state: lifecycle.EntryState, request: str) -> bool | None:
+        """True: ours. False: not ours, nothing more to do. None: deferred to a retry."""
+        names = rt.spec.attributes
+        token = new_token()
+        rt.journal.record(Claim(entry.uuid, entry.dn, request, token=token))
+        try:
+            result = self.directory.modify(
+                entry.dn,
+                lifecycle.claim_changes(names, state, request, token),
+                controls=[assertion_control(lifecycle.claim_filter(names, request))],
+            )
+        except DirectoryUnavailable as exc:
+            # The claim may or may not have been applied: keep the journal record, so the
+            # retry (or the next start) resumes the entry if it proves to be ours.
+            self._retry_later(rt, work, str(exc), outage=True)
+            return None
+        if not result.ok:
+            rt.journal.forget(entry.uuid)
+            if result.code == NO_SUCH_OBJECT and self._still_there(rt, entry):
+                self.counters.count(rt.spec.name, "failure")
+                log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
+                             uuid=entry.uuid, rc=result.code,
+                             msg="the entry exists but its DN could not be addressed"))
+            elif result.code in LOST_RACE:
+                self.counters.count_lost_race()
+                log.debug(kv(event="claim-lost", service=rt.spec.name, dn=entry.dn,
+                             uuid=entry.uuid, rc=result.code))
+            else:
+                log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
+                             uuid=entry.uuid, rc=result.code, msg=result.description))
+            return False
+        rt.journal.confirm(entry.uuid)
+        log.info(kv(event="claimed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
+                    mode=lifecycle.WORKING[request]))
+        return True
+
+    def _still_there(self, rt: ServiceRuntime, entry: Entry) -> bool:
+        try:
+            return self.directory.find_uuid(rt.spec.base, entry.uuid, ["1.1"]) is not None
+        except DirectoryUnavailable:
+            return False
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential with equal jitter (half to all of the nominal delay), so entries that
+        failed together do not retry in lock-step."""
+        retry = self.config.retry
+        nominal = min(retry.initial * (2 ** min(attempt, 32)), retry.maximum)
+        return nominal / 2 + random.uniform(0, nominal / 2)
+
+    def _retry_later(self, rt: ServiceRuntime, work: Work, reason: str,
+                     outage: bool = False) -> bool:
+        """Schedule `work` again; its change stays unsettled (False) and goes along with it.
+        `outage`: it waits for the directory, so a reconnect brings it forward."""
+        if self._stopping.is_set():
+            return False  # the journal (if claimed) or the stream brings it back
+        delay = self.retry_delay(work.attempt)
+        again = replace(work, attempt=work.attempt + 1, outage=outage)
+        with self._lock:
+            self._retrying.add(work.uuid)
+        self.scheduler.add(("retry", rt.spec.name, work.uuid),
+                           self.clock.now() + timedelta(seconds=delay), again)
+        self.counters.count_retry()
+        log.warning(kv(event="retry", service=rt.spec.name, dn=work.dn, uuid=work.uuid,
+                       attempt=again.attempt, delay=f"{delay:.3g}s", reason=reason))
+        return False
+
+    def directory_back(self) -> None:
+        """A stream reconnected: retries that were waiting for the directory go now, spread
+        over up to a second (not all at once), their backoff started afresh."""
+        spread = min(self.config.retry.initial, RECONNECT_SPREAD_SECONDS)
+        for key, work in self.scheduler.select(
+                lambda key, item: isinstance(item, Work) and item.outage):
+            self.scheduler.add(key, self.clock.now() + timedelta(
+                seconds=random.uniform(0, spread)), replace(work, attempt=0))
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def start_workers(self) -> None:
+        """Claim this host's aggregate files, sweep stale temp files, queue the journal's
+        resumes, then start the workers (before any stream delivers a request)."""
+        self.locks.acquire(self._aggregate_paths())
+        sweep(self._written_directories())
+        for rt in self.services.values():
+            self.recovery.resume_journal(rt)
+        self.scheduler.start()
+        for number in range(self.config.workers):
+            thread = threading.Thread(target=self._worker, name=f"worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        for target, name in ((self._save_cookies_loop, "cookies"),
+                             (self._refresh_aggregates_loop, "aggregates")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _aggregate_paths(self) -> list[Path]:
+        paths = []
+        for rt in self.services.values():
+            try:
+                paths += [path for _, _, path in self.pipeline.aggregate_steps(rt.spec)]
+            except StepFailed as failure:  # the step fails with its code when it runs
+                log.error(kv(event="aggregate-path-invalid", service=rt.spec.name,
+                             msg=failure.message))
+        return paths
+
+    def _written_directories(self) -> list[Path]:
+        state = self.config.state_dir
+        found = [state, state / "inflight", state / "provisioned"]
+        for rt in self.services.values():
+            found += [rt.journal.directory, state / "provisioned" / rt.spec.name]
+            found += self.pipeline.written_directories(rt.spec)
+        return found
+
+    def _save_cookies_loop(self) -> None:
+        while not self._stopping.wait(COOKIE_SAVE_INTERVAL):
+            self.save_cookies()
+
+    def _refresh_aggregates_loop(self) -> None:
+        """Files rendered from all entries follow changes made elsewhere (another host's
+        daemon, an operator) even when nothing here changes."""
+        while not self._stopping.wait(AGGREGATE_REFRESH_SECONDS):
+            self.refresh_aggregates()
+
+    def refresh_aggregates(self) -> None:
+        for rt in self.services.values():
+            try:
+                self.pipeline.refresh_aggregates(rt.spec)
+            except (StepFailed, DirectoryUnavailable) as exc:
+                log.warning(kv(event="aggregate-refresh-failed", service=rt.spec.name,
+                               reason=str(exc)))
+
+    def save_cookies(self) -> None:
+        for rt in self.services.values():
+            try:
+                rt.save_cookie()
+            except OSError as exc:
+                log.error(kv(event="cookie-save-failed", service=rt.spec.name, reason=str(exc)))
+
+    def load(self) -> tuple[int, int]:
+        """(entries queued for a worker, entries queued or in a worker's hands), read without
+        the engine's lock (for metrics and STATUS= lines). The stop markers a shutdown queues
+        are not entries: the last metrics write, after the shutdown, shows an empty queue."""
+        with self._queue.mutex:
+            queued = sum(1 for item in self._queue.queue if item[-1] is not None)
+        return queued, len(self._busy)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._busy and not self._retrying and self._queue.empty()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._busy or self._retrying:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._lock.wait(timeout=min(remaining or 0.5, 0.5))
+        return True
+
+    def run_streams(self, stop: threading.Event) -> list[threading.Thread]:
+        threads = []
+        for rt in self.services.values():
+            thread = threading.Thread(target=rt.stream.run, args=(stop,),
+                                      name=f"stream-{rt.spec.name}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def once(self) -> int:
+        """One refresh pass of every service, everything actionable processed: 0 if nothing
+        failed, 1 if an entry failed or an internal error occurred, 69 if unreachable."""
+        self.start_workers()
+        try:
+            for rt in self.services.values():
+                rt.stream.run_once()
+                self.recover(rt)
+        except DirectoryUnavailable as exc:
+            log.error(kv(event="unavailable", reason=str(exc)))
+            self.shutdown(grace=self.config.shutdown_grace)
+            return EX_UNAVAILABLE
+        self.wait_idle()
+        self.shutdown(grace=self.config.shutdown_grace)
+        return EX_OK if self.counters.failed == 0 and self.counters.errors == 0 else EX_FAILED
+
+    def shutdown(self, grace: float) -> bool:
+        """Take no new work, let in-flight entries finish within `grace`, save cookies."""
+        self._stopping.set()
+        self.scheduler.stop()
+        deadline = time.monotonic() + grace
+        with self._lock:
+            # drop queued but unstarted work: the stream or the journal brings it back
+            while True:
+                try:
+                    _, _, item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self._busy.discard(item.uuid)
+            while self._busy and time.monotonic() < deadline:
+                self._lock.wait(timeout=0.1)
+            finished = not self._busy
+        for _ in self._threads:
+            self._queue.put((PRIORITY_STOP, next(self._order), None))
+        self.save_cookies()
+        self.locks.release()
+        return finished
+

@@ -1,0 +1,195 @@
+"""The provisioning state machine, as pure functions.
+
+    add    -> adding    -> added      (state: UTC YYYYMMDDThhmmssZ, ReturnValue 0)
+    modify -> modifying -> modified
+    delete -> deleting  -> deleted
+    failure: mode stays at `-ing`, state stays 0, ReturnValue = the failing step's code
+
+stoney cloud's daemon defined these transitions; this module decides, from an entry's
+attributes and the date, what to do with it, and computes the LDAP modifications for a claim,
+a success and a failure. Nothing here performs I/O, so every rule is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
+
+from provisiond.model.settings import REQUEST_MODES, StateAttributes
+
+WORKING = {"add": "adding", "modify": "modifying", "delete": "deleting"}
+DONE = {"add": "added", "modify": "modified", "delete": "deleted"}
+REQUEST_OF_WORKING = {working: request for request, working in WORKING.items()}
+STATE_FORMAT = "%Y%m%dT%H%M%SZ"
+MESSAGE_LIMIT = 1000
+
+
+class Action(enum.Enum):
+    IGNORE = "ignore"  # nothing requested (settled, failed, or another daemon's work)
+    ACT = "act"  # claim now and run the steps
+    WAIT = "wait"  # requested for a future day: act when it comes
+    INVALID = "invalid"  # requested, but the execution date is unreadable
+
+
+@dataclass(frozen=True)
+class EntryState:
+    mode: str | None
+    state: str | None
+    execution_date: str | None
+    return_value: str | None
+
+    @property
+    def request(self) -> str | None:
+        """The requested mode (add/modify/delete), case-insensitively, or None."""
+        mode = (self.mode or "").lower()
+        return mode if mode in REQUEST_MODES else None
+
+    @property
+    def working_request(self) -> str | None:
+        """For an entry at adding/modifying/deleting, the mode it was requested as."""
+        return REQUEST_OF_WORKING.get((self.mode or "").lower())
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    request: str | None = None
+    due: datetime | None = None  # for WAIT: when it becomes actionable (UTC)
+    reason: str = ""
+
+
+def first(attributes: Mapping[str, Sequence[str]], name: str) -> str | None:
+    values = attributes.get(name.lower())
+    return values[0] if values else None
+
+
+def read_state(names: StateAttributes, attributes: Mapping[str, Sequence[str]]) -> EntryState:
+    """`attributes` has lowercased keys, as the change stream delivers them."""
+    return EntryState(
+        mode=first(attributes, names.mode),
+        state=first(attributes, names.state),
+        execution_date=first(attributes, names.execution_date),
+        return_value=first(attributes, names.return_value),
+    )
+
+
+def parse_execution_date(value: str | None) -> date | None:
+    """'0' (or absent) means now (None); otherwise a YYYYMMDD day. Raises ValueError."""
+    if value is None or value.strip() in ("", "0"):
+        return None
+    text = value.strip()
+    if not re.fullmatch(r"\d{8}", text):
+        raise ValueError(f"execution date {text!r} is not 0 or YYYYMMDD")
+    return datetime.strptime(text, "%Y%m%d").date()
+
+
+def decide(entry: EntryState, now: datetime) -> Decision:
+    """What to do with an entry seen at `now` (UTC)."""
+    request = entry.request
+    if request is None or (entry.state or "").strip() != "0":
+        return Decision(Action.IGNORE)
+    try:
+        day = parse_execution_date(entry.execution_date)
+    except ValueError as exc:
+        return Decision(Action.INVALID, request, reason=str(exc))
+    if day is not None and day > now.astimezone(UTC).date():
+        due = datetime.combine(day, time(0, 0), tzinfo=UTC)
+        return Decision(Action.WAIT, request, due=due)
+    return Decision(Action.ACT, request)
+
+
+def is_stranded(entry: EntryState) -> bool:
+    """At `-ing`, state 0 and no ReturnValue: claimed, then interrupted before a report."""
+    return (
+        entry.working_request is not None
+        and (entry.state or "").strip() == "0"
+        and entry.return_value is None
+    )
+
+
+def preconditions_met(required: Mapping[str, Any], values: Mapping[str, Any]) -> str | None:
+    """None when every required value matches, else a sentence saying which does not."""
+    for name, expected in required.items():
+        if values.get(name) != expected:
+            return f"{name} must be {expected!r}, is {values.get(name)!r}"
+    return None
+
+
+Changes = dict[str, list[tuple[str, list[str]]]]
+
+
+def claim_filter(names: StateAttributes, request: str) -> str:
+    """The assertion a claim carries: still requested and still pending."""
+    return f"(&({names.mode}={request})({names.state}=0))"
+
+
+def claim_message(token: str) -> str:
+    """The message a claim writes: says what is going on, and carries the claim's token,
+    the proof of ownership a resume checks (journal.py)."""
+    return f"in progress: claim {token}"
+
+
+def claim_changes(names: StateAttributes, entry: EntryState, request: str,
+                  token: str = "") -> Changes:
+    """add -> adding in one modify; deleting the old value fails if it is gone (lost race)."""
+    changes: Changes = {
+        names.mode: [(MODIFY_DELETE, [entry.mode or request]), (MODIFY_ADD, [WORKING[request]])],
+        names.return_value: [(MODIFY_REPLACE, [])],
+    }
+    if names.message:
+        changes[names.message] = [(MODIFY_REPLACE, [claim_message(token)] if token else [])]
+    return changes
+
+
+def success_changes(
+    names: StateAttributes,
+    request: str,
+    now: datetime,
+    outputs: Mapping[str, str] | None = None,
+    message: str | None = None,
+) -> Changes:
+    changes: Changes = {
+        names.mode: [(MODIFY_DELETE, [WORKING[request]]), (MODIFY_ADD, [DONE[request]])],
+        names.state: [(MODIFY_REPLACE, [now.astimezone(UTC).strftime(STATE_FORMAT)])],
+        names.return_value: [(MODIFY_REPLACE, ["0"])],
+    }
+    if names.message:
+        changes[names.message] = [(MODIFY_REPLACE, [clip(message)] if message else [])]
+    for attribute, value in (outputs or {}).items():
+        changes[attribute] = [(MODIFY_REPLACE, [value])]
+    return changes
+
+
+def failure_changes(names: StateAttributes, code: int, message: str) -> Changes:
+    """Mode stays at `-ing`, state stays 0: only the code (and message) are written."""
+    changes: Changes = {names.return_value: [(MODIFY_REPLACE, [str(code)])]}
+    if names.message:
+        changes[names.message] = [(MODIFY_REPLACE, [clip(message)])]
+    return changes
+
+
+def retry_changes(names: StateAttributes, entry: EntryState) -> Changes:
+    """Put a failed entry back to its request (adding -> add, ReturnValue removed)."""
+    request = entry.working_request
+    if request is None or entry.return_value in (None, "0"):
+        raise ValueError("only a failed entry (at -ing with a non-zero ReturnValue) can be retried")
+    changes: Changes = {
+        names.mode: [(MODIFY_DELETE, [entry.mode or ""]), (MODIFY_ADD, [request])],
+        names.state: [(MODIFY_REPLACE, ["0"])],
+        names.return_value: [(MODIFY_DELETE, [entry.return_value])],
+    }
+    if names.message:
+        changes[names.message] = [(MODIFY_REPLACE, [])]
+    return changes
+
+
+def clip(message: str) -> str:
+    """One line, bounded: messages land in syslog and in an LDAP attribute."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= MESSAGE_LIMIT else flat[: MESSAGE_LIMIT - 3] + "..."

@@ -1,0 +1,229 @@
+"""The validated configuration as immutable values.
+
+Everything downstream (engine, pipeline, CLI) receives these frozen dataclasses, never raw
+YAML: once `load_config` returns, every key has been checked, every template compiled and
+every default filled in, so no code path has to wonder whether an option is present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from provisiond.model.values import ValueSpec
+
+REQUEST_MODES = ("add", "modify", "delete")
+
+
+def read_secret(path: str) -> str:
+    """The first line of the secret file, without its line ending (never logged)."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.readline().rstrip("\r\n")
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    uri: str
+    bind_dn: str | None = None
+    bind_password_file: str | None = None
+    write_uri: str | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    mode: Literal["persist", "refresh", "poll"] = "persist"
+    interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    syslog_address: str | None = "/dev/log"
+    facility: str = "daemon"
+    tag: str = "provisiond"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    timeout: float = 300.0
+    path: tuple[str, ...] = ()
+    kill_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Transient failures (hook exit 75, LDAP down) are retried with exponential backoff."""
+
+    limit: int = 5
+    initial: float = 2.0
+    maximum: float = 300.0
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    path: str | None = None  # the Prometheus text file; None: no metrics
+    interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class StateAttributes:
+    """The LDAP attribute names of the state machine; defaults are stoney cloud's."""
+
+    mode: str = "sstProvisioningMode"
+    state: str = "sstProvisioningState"
+    execution_date: str = "sstProvisioningExecutionDate"
+    return_value: str = "sstProvisioningReturnValue"
+    message: str | None = None
+
+    def names(self) -> tuple[str, ...]:
+        base = (self.mode, self.state, self.execution_date, self.return_value)
+        return base + ((self.message,) if self.message else ())
+
+
+@dataclass(frozen=True)
+class RenderAction:
+    template: str
+    path: str  # a Jinja expression source for the target path
+    scope: Literal["entry", "all"] = "entry"
+    validate: tuple[str, ...] = ()  # argv templates; `{{ file }}` is the temp file to check
+    file_mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class HookAction:
+    argv: tuple[str, ...]
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class MkdirAction:
+    path: str
+    dir_mode: int = 0o755
+    owner: str | None = None  # Jinja source giving a numeric uid
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoveAction:
+    path: str
+
+
+Action = RenderAction | HookAction | MkdirAction | RemoveAction
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    code: int
+    action: Action
+    admin: Literal["", "pre", "post"] = ""  # an admin hook (hooks.d) run before/after the steps
+    fatal: bool = True  # False: a failure is logged and the entry goes on (post_failure: log)
+
+    @property
+    def kind(self) -> str:
+        if self.admin:
+            return "admin hook"
+        return {
+            RenderAction: "render",
+            HookAction: "hook",
+            MkdirAction: "mkdir",
+            RemoveAction: "remove",
+        }[type(self.action)]
+
+
+@dataclass(frozen=True)
+class AdminHooks:
+    """The programs an admin put in hooks.d/SERVICE/MODE.pre.d and .post.d, as steps, found
+    when the configuration was loaded (see config/admin_hooks.py)."""
+
+    pre: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)  # mode -> steps
+    post: Mapping[str, tuple[Step, ...]] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()  # files whose names run-parts would skip too
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    base: str
+    filter: str
+    attributes: StateAttributes
+    values: tuple[ValueSpec, ...]
+    outputs: tuple[ValueSpec, ...]
+    steps: Mapping[str, tuple[Step, ...]]
+    scope: Literal["base", "one", "sub"] = "sub"
+    preconditions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    active: str = ""  # extra filter selecting the entries aggregate renders include
+    roots: tuple[Path, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    recover: Literal["own", "all"] = "own"
+    kind: str | None = None
+    invalid_code: int = 1  # ReturnValue when a value fails validation
+    # value name (a `dn` value) -> the service whose active entry it must name; templates
+    # get that entry as `refs.<name>` (dn, uuid, values)
+    references: Mapping[str, str] = field(default_factory=dict)
+    admin_hooks: AdminHooks = field(default_factory=AdminHooks)
+
+    @property
+    def sync_filter(self) -> str:
+        """Narrow on purpose: only entries that want something done are streamed."""
+        mode, state = self.attributes.mode, self.attributes.state
+        requests = "".join(f"({mode}={request})" for request in REQUEST_MODES)
+        return f"(&{self.filter}(|{requests})({state}=0))"
+
+    @property
+    def working_filter(self) -> str:
+        mode = self.attributes.mode
+        working = "".join(f"({mode}={request}ing)" for request in ("add", "modify", "delet"))
+        return f"(&{self.filter}(|{working}))"
+
+    @property
+    def aggregate_filter(self) -> str:
+        """Entries that exist as far as aggregate files go: provisioned and not deleted."""
+        mode = self.attributes.mode
+        alive = "".join(
+            f"({mode}={m})"
+            for m in ("added", "modify", "modifying", "modified", "delete")
+        )
+        return f"(&{self.filter}(|{alive}){self.active})"
+
+    def ldap_attributes(self) -> tuple[str, ...]:
+        names = list(self.attributes.names())
+        names += [spec.attribute for spec in self.values]
+        return tuple(dict.fromkeys(names))
+
+    def steps_for(self, mode: str) -> tuple[Step, ...]:
+        """What runs for `mode`: the admin's pre hooks, the service's steps, the post hooks."""
+        return (*self.admin_hooks.pre.get(mode, ()), *self.steps.get(mode, ()),
+                *self.admin_hooks.post.get(mode, ()))
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str
+    ldap: LdapSettings
+    sync: SyncSettings
+    state_dir: Path
+    workers: int
+    logging: LoggingSettings
+    hooks: HookSettings
+    retry: RetrySettings
+    templates: tuple[Path, ...]
+    services: tuple[ServiceSpec, ...]
+    shutdown_grace: float = 30.0
+    pid_file: Path | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def secrets(self) -> list[str]:
+        """Strings that must never be logged (the bind password)."""
+        if not self.ldap.bind_password_file:
+            return []
+        try:
+            secret = read_secret(self.ldap.bind_password_file)
+        except OSError:
+            return []
+        return [secret] if secret else []

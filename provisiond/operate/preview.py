@@ -1,0 +1,344 @@
+"""`provisiond render DN`: what the daemon would do for an entry, changing nothing.
+
+For each step of the entry's mode it shows what would happen: a render as a unified diff
+against the file on disk (aggregate renders include every active entry, with this one laid
+over as the daemon would), a hook as the argv it would run (with the program resolved in the
+hook directories) and the PROVISIOND_* environment it would get, a mkdir or a remove as the
+path and whether anything is there. Nothing is written: no file, no temp file, no LDAP modify,
+no hook is run (a render's `validate` command is shown, not run).
+
+Hooks can report outputs (`provisiond-set`) that later steps use. A preview cannot know them:
+it takes the values the entry already carries, and says so when a step needs one that is unset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import jinja2
+
+from provisiond.aggregates.mirror import Aggregates
+from provisiond.config.admin_hooks import unsafe_program
+from provisiond.directory.access import Directory, Entry
+from provisiond.directory.connection import ConnectionFactory
+from provisiond.exitcodes import EX_FAILED, EX_OK
+from provisiond.host.files import PathNotAllowed, confine
+from provisiond.host.hooks import HookError, hook_environment, resolve_program
+from provisiond.host.jinja import (
+    RenderError,
+    make_environment,
+    render_string,
+    render_template,
+)
+from provisiond.model import lifecycle
+from provisiond.model.settings import (
+    REQUEST_MODES,
+    Config,
+    HookAction,
+    MkdirAction,
+    RemoveAction,
+    RenderAction,
+    ServiceSpec,
+    Step,
+)
+from provisiond.model.values import InvalidValue, as_text, parse_entry
+from provisiond.model.work import Job
+from provisiond.operate.common import (
+    OperateError,
+    Reader,
+    find_entry,
+    terminal_safe,
+)
+
+DIFF_CONTEXT = 3
+BINARY_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass
+class StepPreview:
+    number: int
+    name: str
+    kind: str
+    code: int
+    summary: str = ""
+    path: str | None = None
+    changes: bool = False
+    diff: str | None = None
+    argv: list[str] | None = None
+    environment: dict[str, str] | None = None
+    validate: list[str] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Preview:
+    dn: str
+    uuid: str
+    service: str
+    mode: str
+    mode_source: str
+    entry_mode: str | None
+    entry_state: str | None
+    values: dict[str, str] = field(default_factory=dict)
+    outputs_known: dict[str, str] = field(default_factory=dict)
+    invalid: str | None = None
+    waiting: str | None = None
+    steps: list[StepPreview] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.invalid is None and all(step.error is None for step in self.steps)
+
+
+def choose_mode(state: lifecycle.EntryState, requested: str | None) -> tuple[str, str]:
+    """The mode to preview and why: the one asked for, else the entry's request, else the
+    request of its `-ing` or done mode."""
+    if requested:
+        return requested, "--mode"
+    if state.request:
+        return state.request, "requested by the entry"
+    if state.working_request:
+        return state.working_request, f"the entry is at {state.mode}"
+    done = {v: k for k, v in lifecycle.DONE.items()}.get((state.mode or "").lower())
+    if done:
+        return done, f"the entry is at {state.mode}"
+    raise OperateError(f"the entry's mode is {state.mode!r}; say which steps to show with "
+                       f"--mode {'|'.join(REQUEST_MODES)}", 64)
+
+
+def _known_outputs(spec: ServiceSpec, entry: Entry) -> dict[str, Any]:
+    known: dict[str, Any] = {}
+    for output in spec.outputs:
+        raw = entry.attributes.get(output.attribute.lower())
+        if not raw:
+            continue
+        try:
+            known[output.name] = output.parse_values(raw)
+        except InvalidValue:
+            continue
+    return known
+
+
+def _diff(path: Path, new: bytes) -> tuple[bool, str]:
+    """(whether `new` differs from the file at `path`, a unified diff for a human)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        old: bytes | None = None
+    else:
+        if stat.S_ISLNK(info.st_mode):
+            return True, f"{path} is a symlink; it would be replaced by a regular file\n"
+        if not stat.S_ISREG(info.st_mode):
+            return True, f"{path} exists and is not a regular file: the write would fail\n"
+        old = path.read_bytes() if info.st_size <= BINARY_LIMIT else None
+    if old == new:
+        return False, ""
+    old_text = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
+    new_text = new.decode("utf-8", "replace").splitlines(keepends=True)
+    lines = difflib.unified_diff(old_text, new_text, n=DIFF_CONTEXT,
+                                 fromfile=str(path) if old is not None else "/dev/null",
+                                 tofile=str(path))
+    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in lines)
+    return True, text
+
+
+class Previewer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.env: jinja2.Environment = make_environment(config.templates)
+        self.directory = Directory(ConnectionFactory(config.ldap))
+        self.aggregates = Aggregates(ConnectionFactory(config.ldap), config.services)
+
+    def path(self, spec: ServiceSpec, source: str, context: Mapping[str, Any]) -> Path:
+        text = render_string(self.env, source, context)
+        if not spec.roots:
+            raise OperateError(f"service {spec.name} declares no roots", EX_FAILED)
+        return confine(text, spec.roots)
+
+    def preview(self, reader: Reader, dn: str, mode: str | None = None) -> Preview:
+        spec, entry = find_entry(self.config, reader, dn)
+        state = lifecycle.read_state(spec.attributes, entry.attributes)
+        chosen, why = choose_mode(state, mode)
+        result = Preview(dn=entry.dn, uuid=entry.uuid, service=spec.name, mode=chosen,
+                         mode_source=why, entry_mode=state.mode, entry_state=state.state)
+        try:
+            values = parse_entry(spec.values, entry.attributes)
+        except InvalidValue as exc:
+            result.invalid = (f"validate: {exc} (the daemon would report ReturnValue "
+                              f"{exc.code or spec.invalid_code})")
+            return result
+        refs, unresolved, code = self.aggregates.references(spec, values)
+        if unresolved:
+            result.invalid = f"validate: {unresolved} (the daemon would report ReturnValue {code})"
+            return result
+        result.values = {name: as_text(value) for name, value in values.items()}
+        unmet = lifecycle.preconditions_met(spec.preconditions.get(chosen, {}), values)
+        if unmet:
+            result.waiting = (f"precondition not met: {unmet} (the daemon leaves the entry "
+                              "until it is)")
+        outputs = _known_outputs(spec, entry)
+        result.outputs_known = {name: as_text(value) for name, value in outputs.items()}
+        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=chosen, values=values,
+                  refs=refs)
+        steps = spec.steps_for(chosen)
+        for number, step in enumerate(steps, start=1):
+            shown = StepPreview(number=number, name=step.name, kind=step.kind, code=step.code)
+            try:
+                self._step(job, step, outputs, shown)
+            except RenderError as exc:
+                missing = [o.name for o in spec.outputs if o.name not in outputs]
+                hint = (f" (hook outputs {', '.join(missing)} are not known before the hook "
+                        "runs)" if missing and isinstance(exc.__cause__, jinja2.UndefinedError)
+                        else "")
+                shown.error = f"{exc}{hint}"
+            except (PathNotAllowed, HookError, OSError, ValueError, OperateError) as exc:
+                shown.error = str(exc)
+            if shown.error:
+                shown.summary = f"would fail with ReturnValue {step.code}: {shown.error}"
+            result.steps.append(shown)
+        return result
+
+    def _step(self, job: Job, step: Step, outputs: dict[str, Any], shown: StepPreview) -> None:
+        action = step.action
+        spec = job.service
+        context = job.context(outputs)
+        if isinstance(action, RenderAction):
+            if action.scope == "all":
+                context = {"service": spec.name, "vars": spec.vars}
+                path = self.path(spec, action.path, context)
+                self.aggregates.begin(job)  # in memory only: how the daemon sees the set
+                try:
+                    entries = self.aggregates.entries(spec)
+                finally:
+                    self.aggregates.end(job)
+                content = render_template(self.env, action.template,
+                                          {**context, "entries": entries}).encode()
+                scope = f" from {len(entries)} active entr{'y' if len(entries) == 1 else 'ies'}"
+            else:
+                path = self.path(spec, action.path, context)
+                content = render_template(self.env, action.template, context).encode()
+                scope = ""
+            shown.path = str(path)
+            shown.changes, shown.diff = _diff(path, content)
+            verb = ("would be created" if not os.path.lexists(path) else "would change") \
+                if shown.changes else "unchanged"
+            shown.summary = f"{path}{scope}: {verb} (mode {action.file_mode:04o})"
+            if action.validate:
+                placeholder = f"{path.parent}/.{path.name}.XXXX.tmp"
+                shown.validate = [render_string(self.env, a, {**context, "file": placeholder})
+                                  for a in action.validate]
+        elif isinstance(action, HookAction):
+            argv = [render_string(self.env, a, context) for a in action.argv]
+            program = resolve_program(argv[0], self.config.hooks.path)
+            if step.admin and (problem := unsafe_program(Path(program))) is not None:
+                raise OperateError(f"{program} {problem}", EX_FAILED)
+            shown.argv = [program, *argv[1:]]
+            shown.environment = hook_environment(
+                search_path=self.config.hooks.path, service=spec.name, mode=job.request,
+                dn=job.dn, uuid=job.uuid,
+                values={n: as_text(v) for n, v in job.values.items() if v is not None})
+            timeout = action.timeout or self.config.hooks.timeout
+            policy = "" if step.fatal else "; a failure is only logged"
+            shown.summary = f"would run (timeout {timeout:g}s{policy})"
+            shown.changes = True
+        elif isinstance(action, MkdirAction):
+            path = self.path(spec, action.path, context)
+            shown.path = str(path)
+            owner = ""
+            if action.owner is not None:
+                uid = render_string(self.env, action.owner, context)
+                gid = render_string(self.env, action.group, context) if action.group else uid
+                owner = f", owner {uid}:{gid}"
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                shown.changes = True
+                shown.summary = f"{path}: would be created (mode {action.dir_mode:04o}{owner})"
+            else:
+                current = stat.S_IMODE(info.st_mode)
+                if not stat.S_ISDIR(info.st_mode):
+                    shown.summary = f"{path}: exists and is not a directory"
+                    shown.error = shown.summary
+                else:
+                    shown.changes = current != action.dir_mode
+                    shown.summary = (f"{path}: exists (mode {current:04o} -> "
+                                     f"{action.dir_mode:04o}{owner})" if shown.changes else
+                                     f"{path}: exists, mode {current:04o}{owner}")
+        elif isinstance(action, RemoveAction):
+            path = self.path(spec, action.path, context)
+            shown.path = str(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                count = sum(1 for _ in path.rglob("*"))
+                shown.summary = f"{path}: directory with {count} entries would be removed"
+                shown.changes = True
+            elif os.path.lexists(path):
+                shown.summary = f"{path}: would be removed"
+                shown.changes = True
+            else:
+                shown.summary = f"{path}: nothing there"
+
+
+def format_text(preview: Preview, out: TextIO) -> None:
+    print(f"entry    {terminal_safe(preview.dn)}", file=out)
+    print(f"uuid     {preview.uuid}", file=out)
+    print(f"service  {preview.service}: steps for {preview.mode} ({preview.mode_source}; "
+          f"mode {preview.entry_mode}, state {preview.entry_state})", file=out)
+    if preview.invalid:
+        print(f"INVALID  {terminal_safe(preview.invalid)}", file=out)
+        print("no step would run. Nothing was changed.", file=out)
+        return
+    values = " ".join(f"{k}={v}" for k, v in preview.values.items())
+    print(f"values   {terminal_safe(values)}", file=out)
+    if preview.outputs_known:
+        known = " ".join(f"{k}={v}" for k, v in preview.outputs_known.items())
+        print(f"outputs  {terminal_safe(known)} (as the entry has them now)", file=out)
+    if preview.waiting:
+        print(f"WAITING  {preview.waiting}", file=out)
+    if not preview.steps:
+        print(f"no steps for {preview.mode}", file=out)
+    total = len(preview.steps)
+    for step in preview.steps:
+        print(file=out)
+        print(f"step {step.number}/{total} \"{step.name}\" ({step.kind}, code {step.code}): "
+              f"{terminal_safe(step.summary)}", file=out)
+        if step.argv:
+            print("  argv: " + " ".join(_quote(a) for a in step.argv), file=out)
+        if step.validate:
+            print("  validated with: " + " ".join(_quote(a) for a in step.validate), file=out)
+        if step.diff:
+            out.write(step.diff)
+    print(file=out)
+    print("preview only: nothing was written, no hook was run.", file=out)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return terminal_safe(shlex.quote(arg))
+
+
+def format_json(preview: Preview, out: TextIO) -> None:
+    data = asdict(preview)
+    data["complete"] = preview.complete
+    json.dump(data, out, indent=2)
+    out.write("\n")
+
+
+def main(config: Config, dn: str, out: TextIO, *, mode: str | None = None,
+         as_json: bool = False) -> int:
+    with Reader(config) as reader:
+        previewer = Previewer(config)
+        try:
+            preview = previewer.preview(reader, dn, mode)
+        finally:
+            previewer.directory.factory.drop_thread_connection()
+    (format_json if as_json else format_text)(preview, out)
+    return EX_OK if preview.complete else EX_FAILED
