@@ -18,8 +18,13 @@ from provisiond.commands import COMMANDS
 from provisiond.exitcodes import EX_CONFIG, EX_USAGE
 
 
+def command_module(name: str) -> str:
+    """`run` -> provisiond.commands.run; `kinds.backup.x` -> provisiond.kinds.backup.x."""
+    return f"provisiond.{name}" if "." in name else f"provisiond.commands.{name}"
+
+
 def _modules() -> list[ModuleType]:
-    return [importlib.import_module(f"provisiond.commands.{name}") for name in COMMANDS]
+    return [importlib.import_module(command_module(name)) for name in COMMANDS]
 
 
 def build_parser(modules: Sequence[ModuleType]) -> argparse.ArgumentParser:

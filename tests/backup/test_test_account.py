@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from provisiond.cli import main
-from provisiond.commands.test_account import account_ldifs
+from provisiond.kinds.backup.test_account import account_ldifs
 from provisiond.testing.slapd import Slapd
 from tests.backup.support import (
     ACCOUNTS,

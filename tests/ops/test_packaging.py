@@ -42,7 +42,7 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert config.services == ()
 
 
-@pytest.mark.parametrize("command", [c.replace("_", "-") for c in COMMANDS])
+@pytest.mark.parametrize("command", [c.rpartition(".")[2].replace("_", "-") for c in COMMANDS])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
