@@ -22,7 +22,7 @@ import pytest
 
 from provisiond.core.journal import Claim, Journal, new_token
 from provisiond.testing.slapd import Slapd
-from tests.backup.support import (
+from tests.kinds.backup.support import (
     ACCOUNTS,
     MODE,
     RETURN,
