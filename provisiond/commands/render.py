@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-MODES = ("add", "modify", "delete")  # config.model.REQUEST_MODES, without importing ldap3 here
+from provisiond.model.states import request_choices
+
+MODES = request_choices()  # of every lifecycle; the preview checks the entry's service has it
 
 NAME = "render"
 HELP = "preview an entry's steps: diffs of the files it would write, the hooks it would run"

@@ -5,9 +5,11 @@
     delete -> deleting  -> deleted
     failure: mode stays at `-ing`, state stays 0, ReturnValue = the failing step's code
 
-stoney cloud's daemon defined these transitions; this module decides, from an entry's
-attributes and the date, what to do with it, and computes the LDAP modifications for a claim,
-a success and a failure. Nothing here performs I/O, so every rule is unit-tested directly.
+stoney cloud's daemon defined these transitions (the mode names are declared once, in
+model/states.py: a service's `lifecycle`, by default the resource one above); this module
+decides, from an entry's attributes and the date, what to do with it, and computes the LDAP
+modifications for a claim, a success, a failure and a retry. Nothing here performs I/O, so
+every rule is unit-tested directly.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
 
-from provisiond.model.settings import REQUEST_MODES, StateAttributes
+from provisiond.model.settings import StateAttributes
+from provisiond.model.states import RESOURCE, Lifecycle
 
-WORKING = {"add": "adding", "modify": "modifying", "delete": "deleting"}
-DONE = {"add": "added", "modify": "modified", "delete": "deleted"}
+# The resource lifecycle's names, for log lines of callers that hold only a request.
+WORKING = RESOURCE.working
+DONE = RESOURCE.done
 REQUEST_OF_WORKING = {working: request for request, working in WORKING.items()}
 STATE_FORMAT = "%Y%m%dT%H%M%SZ"
 MESSAGE_LIMIT = 1000
@@ -43,17 +47,22 @@ class EntryState:
     state: str | None
     execution_date: str | None
     return_value: str | None
+    lifecycle: Lifecycle = field(default=RESOURCE, repr=False)  # its service's
 
     @property
     def request(self) -> str | None:
         """The requested mode (add/modify/delete), case-insensitively, or None."""
-        mode = (self.mode or "").lower()
-        return mode if mode in REQUEST_MODES else None
+        return self.lifecycle.requested(self.mode)
 
     @property
     def working_request(self) -> str | None:
         """For an entry at adding/modifying/deleting, the mode it was requested as."""
-        return REQUEST_OF_WORKING.get((self.mode or "").lower())
+        return self.lifecycle.request_at_working(self.mode)
+
+    @property
+    def done_request(self) -> str | None:
+        """For an entry at added/modified/deleted, the request that got it there."""
+        return self.lifecycle.request_at_done(self.mode)
 
 
 @dataclass(frozen=True)
@@ -69,13 +78,16 @@ def first(attributes: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def read_state(names: StateAttributes, attributes: Mapping[str, Sequence[str]]) -> EntryState:
-    """`attributes` has lowercased keys, as the change stream delivers them."""
+def read_state(names: StateAttributes, attributes: Mapping[str, Sequence[str]],
+               lifecycle: Lifecycle = RESOURCE) -> EntryState:
+    """`attributes` has lowercased keys, as the change stream delivers them; `lifecycle` is
+    the entry's service's."""
     return EntryState(
         mode=first(attributes, names.mode),
         state=first(attributes, names.state),
         execution_date=first(attributes, names.execution_date),
         return_value=first(attributes, names.return_value),
+        lifecycle=lifecycle,
     )
 
 
@@ -113,6 +125,16 @@ def is_stranded(entry: EntryState) -> bool:
     )
 
 
+def is_failed(entry: EntryState) -> bool:
+    """At `-ing`, state 0 and a non-zero ReturnValue: the steps failed and an operator is
+    needed (`status` lists it as failed; only such an entry may be retried)."""
+    return (
+        entry.working_request is not None
+        and (entry.state or "").strip() == "0"
+        and entry.return_value not in (None, "0")
+    )
+
+
 def preconditions_met(required: Mapping[str, Any], values: Mapping[str, Any]) -> str | None:
     """None when every required value matches, else a sentence saying which does not."""
     for name, expected in required.items():
@@ -139,7 +161,8 @@ def claim_changes(names: StateAttributes, entry: EntryState, request: str,
                   token: str = "") -> Changes:
     """add -> adding in one modify; deleting the old value fails if it is gone (lost race)."""
     changes: Changes = {
-        names.mode: [(MODIFY_DELETE, [entry.mode or request]), (MODIFY_ADD, [WORKING[request]])],
+        names.mode: [(MODIFY_DELETE, [entry.mode or request]),
+                     (MODIFY_ADD, [entry.lifecycle.request(request).working])],
         names.return_value: [(MODIFY_REPLACE, [])],
     }
     if names.message:
@@ -153,9 +176,11 @@ def success_changes(
     now: datetime,
     outputs: Mapping[str, str] | None = None,
     message: str | None = None,
+    lifecycle: Lifecycle = RESOURCE,
 ) -> Changes:
+    declared = lifecycle.request(request)
     changes: Changes = {
-        names.mode: [(MODIFY_DELETE, [WORKING[request]]), (MODIFY_ADD, [DONE[request]])],
+        names.mode: [(MODIFY_DELETE, [declared.working]), (MODIFY_ADD, [declared.done])],
         names.state: [(MODIFY_REPLACE, [now.astimezone(UTC).strftime(STATE_FORMAT)])],
         names.return_value: [(MODIFY_REPLACE, ["0"])],
     }
@@ -176,13 +201,14 @@ def failure_changes(names: StateAttributes, code: int, message: str) -> Changes:
 
 def retry_changes(names: StateAttributes, entry: EntryState) -> Changes:
     """Put a failed entry back to its request (adding -> add, ReturnValue removed)."""
-    request = entry.working_request
-    if request is None or entry.return_value in (None, "0"):
-        raise ValueError("only a failed entry (at -ing with a non-zero ReturnValue) can be retried")
+    if not is_failed(entry):
+        raise ValueError("only a failed entry (at -ing, state 0, a non-zero ReturnValue) can be "
+                         "retried")
     changes: Changes = {
-        names.mode: [(MODIFY_DELETE, [entry.mode or ""]), (MODIFY_ADD, [request])],
+        names.mode: [(MODIFY_DELETE, [entry.mode or ""]),
+                     (MODIFY_ADD, [entry.working_request or ""])],
         names.state: [(MODIFY_REPLACE, ["0"])],
-        names.return_value: [(MODIFY_DELETE, [entry.return_value])],
+        names.return_value: [(MODIFY_DELETE, [entry.return_value or ""])],
     }
     if names.message:
         changes[names.message] = [(MODIFY_REPLACE, [])]

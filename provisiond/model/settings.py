@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from provisiond.model.states import RESOURCE, Lifecycle
 from provisiond.model.values import ValueSpec
 
-REQUEST_MODES = ("add", "modify", "delete")
+# The requests of the default lifecycle: the keys of `steps`, of admin hook folders, of `--mode`.
+REQUEST_MODES = RESOURCE.request_names
 
 
 def read_secret(path: str) -> str:
@@ -167,29 +169,22 @@ class ServiceSpec:
     # get that entry as `refs.<name>` (dn, uuid, values)
     references: Mapping[str, str] = field(default_factory=dict)
     admin_hooks: AdminHooks = field(default_factory=AdminHooks)
+    lifecycle: Lifecycle = RESOURCE  # the modes its entries move through (model/states.py)
 
     @property
     def sync_filter(self) -> str:
         """Narrow on purpose: only entries that want something done are streamed."""
-        mode, state = self.attributes.mode, self.attributes.state
-        requests = "".join(f"({mode}={request})" for request in REQUEST_MODES)
-        return f"(&{self.filter}(|{requests})({state}=0))"
+        return self.lifecycle.sync_filter(self.filter, self.attributes.mode,
+                                          self.attributes.state)
 
     @property
     def working_filter(self) -> str:
-        mode = self.attributes.mode
-        working = "".join(f"({mode}={request}ing)" for request in ("add", "modify", "delet"))
-        return f"(&{self.filter}(|{working}))"
+        return self.lifecycle.working_filter(self.filter, self.attributes.mode)
 
     @property
     def aggregate_filter(self) -> str:
         """Entries that exist as far as aggregate files go: provisioned and not deleted."""
-        mode = self.attributes.mode
-        alive = "".join(
-            f"({mode}={m})"
-            for m in ("added", "modify", "modifying", "modified", "delete")
-        )
-        return f"(&{self.filter}(|{alive}){self.active})"
+        return self.lifecycle.aggregate_filter(self.filter, self.attributes.mode, self.active)
 
     def ldap_attributes(self) -> tuple[str, ...]:
         names = list(self.attributes.names())

@@ -1,7 +1,8 @@
 """`provisiond retry DN`: put a failed entry back to its request, in one atomic modify.
 
-A failed entry stays at `adding`/`modifying`/`deleting` with state 0 and a non-zero ReturnValue
-(and a message) so that an operator sees it. Once the cause is fixed, retry turns it back into
+A failed entry stays at its working mode (`adding`/`modifying`/`deleting`, see
+model/states.py) with state 0 and a non-zero ReturnValue (and a message) so that an operator
+sees it. Once the cause is fixed, retry turns it back into
 the request (adding -> add), removes the ReturnValue and the message, and sets state 0; the
 daemon sees the change like any other request and runs the steps again from the first.
 
@@ -46,10 +47,9 @@ def retry(config: Config, dn: str) -> dict[str, Any]:
     with Reader(config, write=True) as reader:
         spec, entry = find_entry(config, reader, dn)
         names = spec.attributes
-        state = lifecycle.read_state(names, entry.attributes)
+        state = lifecycle.read_state(names, entry.attributes, spec.lifecycle)
         message = lifecycle.first(entry.attributes, names.message) if names.message else None
-        if state.working_request is None or (state.state or "").strip() != "0" \
-                or state.return_value in (None, "0"):
+        if not lifecycle.is_failed(state):
             raise OperateError(
                 f"{entry.dn} is not a failed entry (mode {state.mode}, state {state.state}, "
                 f"ReturnValue {state.return_value}); only an entry left at -ing with state 0 "

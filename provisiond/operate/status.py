@@ -1,15 +1,17 @@
 """`provisiond status`: what every service's entries are doing, read from the directory.
 
 The directory is the source of truth (the daemon keeps no database), so status searches each
-service's entries and classifies them by mode and state:
+service's entries and classifies them by mode and state, with the modes of the service's
+lifecycle (model/states.py; by default add/modify/delete and their -ing and -ed forms):
 
-    pending    requested (add/modify/delete), state 0, due now
+    pending    at a request mode (add), state 0, due now
     scheduled  requested for a future execution date
-    working    at adding/modifying/deleting without a ReturnValue, changed recently
+    working    at a working mode (adding) without a ReturnValue, changed recently
     stuck      the same, but unchanged for longer than --stuck-after: a daemon died mid-way
                or a hook hangs; the owning daemon resumes it on its next start
-    failed     at -ing with a non-zero ReturnValue: needs an operator, then `provisiond retry`
-    done       added / modified / deleted
+    failed     at a working mode with a non-zero ReturnValue: needs an operator, then
+               `provisiond retry`
+    done       at a done mode (added)
     other      anything else (a request whose state is not 0, unknown modes)
 
 It also reads each service's cookie file (when it was stored, and the time of the newest
@@ -35,6 +37,7 @@ from provisiond.directory.cookie import CookieStore, newest_csn
 from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.model import lifecycle
 from provisiond.model.settings import Config, ServiceSpec
+from provisiond.model.states import Lifecycle
 from provisiond.operate.common import (
     Reader,
     human_age,
@@ -47,29 +50,21 @@ from provisiond.operate.common import (
 from provisiond.process import liveness
 
 DEFAULT_STUCK_AFTER = 900.0
-MODE_ORDER = ("add", "adding", "added", "modify", "modifying", "modified",
-              "delete", "deleting", "deleted")
 CATEGORY_ORDER = ("failed", "stuck", "working", "pending", "scheduled", "done", "other")
 
 
 def classify(state: lifecycle.EntryState, now: datetime, age: float | None,
              stuck_after: float) -> str:
-    mode = (state.mode or "").lower()
-    pending = (state.state or "").strip() == "0"
     if state.request is not None:
-        if not pending:
+        if (state.state or "").strip() != "0":
             return "other"
         decision = lifecycle.decide(state, now)
         return "scheduled" if decision.action is lifecycle.Action.WAIT else "pending"
-    if state.working_request is not None and pending:
-        if state.return_value not in (None, "0"):
-            return "failed"
-        if state.return_value is None:
-            return "stuck" if age is not None and age > stuck_after else "working"
-        return "other"
-    if mode in lifecycle.DONE.values():
-        return "done"
-    return "other"
+    if lifecycle.is_failed(state):
+        return "failed"
+    if lifecycle.is_stranded(state):  # or still running: only its age tells
+        return "stuck" if age is not None and age > stuck_after else "working"
+    return "done" if state.done_request is not None else "other"
 
 
 def _int_or_text(value: str | None) -> int | str | None:
@@ -192,7 +187,7 @@ def service_status(config: Config, spec: ServiceSpec, reader: Reader | None, now
     try:
         for entry in reader.search(spec.base, spec.filter, names.names(), spec.scope):
             attributes: Mapping[str, tuple[str, ...]] = entry.attributes
-            state = lifecycle.read_state(names, attributes)
+            state = lifecycle.read_state(names, attributes, spec.lifecycle)
             changed = parse_generalized_time(lifecycle.first(attributes, "modifyTimestamp"))
             age = (now - changed).total_seconds() if changed else None
             category = classify(state, now, age, stuck_after)
@@ -218,7 +213,7 @@ def service_status(config: Config, spec: ServiceSpec, reader: Reader | None, now
         info["error"] = str(exc)
     info["counts"] = {
         mode: dict(sorted(by.items(), key=lambda kv: CATEGORY_ORDER.index(kv[0])))
-        for mode, by in sorted(counts.items(), key=lambda kv: _mode_rank(kv[0]))
+        for mode, by in sorted(counts.items(), key=lambda kv: mode_rank(spec.lifecycle, kv[0]))
     }
     for key in ("failed", "stuck", "working"):
         info[key].sort(key=lambda row: (-(row["age_seconds"] or 0), row["dn"]))
@@ -226,8 +221,10 @@ def service_status(config: Config, spec: ServiceSpec, reader: Reader | None, now
     return info
 
 
-def _mode_rank(mode: str) -> tuple[int, str]:
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), mode)
+def mode_rank(cycle: Lifecycle, mode: str) -> tuple[int, str]:
+    """Where `mode` is listed: in the lifecycle's order, then unknown modes by name."""
+    order = cycle.modes
+    return (order.index(mode) if mode in order else len(order), mode)
 
 
 def collect(config: Config, *, stuck_after: float = DEFAULT_STUCK_AFTER,
