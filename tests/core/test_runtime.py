@@ -150,7 +150,12 @@ def test_a_cookie_is_written_only_when_a_newer_one_is_safe(tmp_path: Path) -> No
     rt = runtime(tmp_path, FakeOwner())
     saved: list[str] = []
     save = rt.cookies.save
-    rt.cookies.save = lambda cookie: (saved.append(cookie), save(cookie))  # type: ignore[method-assign]
+
+    def spy(cookie: str) -> None:  # the real store, with a note of each write
+        saved.append(cookie)
+        save(cookie)
+
+    rt.cookies.save = spy  # type: ignore[method-assign]
     rt.save_cookie()
     assert saved == []  # no cookie yet
     rt.on_cookie(COOKIE_1, 0)
