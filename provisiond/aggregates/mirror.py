@@ -181,7 +181,8 @@ class Aggregates:
         self._overlays: dict[str, dict[str, tuple[str, Mapping[str, Any] | None]]] = {}
 
     def begin(self, job: Job) -> None:
-        values = None if job.request == "delete" else job.values
+        removing = job.service.lifecycle.request(job.request).effect == "remove"
+        values = None if removing else job.values
         with self._lock:
             self._overlays.setdefault(job.service.name, {})[job.uuid] = (job.dn, values)
 

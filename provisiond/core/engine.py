@@ -105,7 +105,7 @@ class Engine:
 
     def consider(self, rt: ServiceRuntime, entry: Entry, seq: int | None) -> None:
         """Route an entry seen in a change or a scan: now, later or not at all."""
-        state = lifecycle.read_state(rt.spec.attributes, entry.attributes)
+        state = lifecycle.read_state(rt.spec.attributes, entry.attributes, rt.spec.lifecycle)
         decision = lifecycle.decide(state, self.clock.now())
         if decision.action is lifecycle.Action.WAIT and decision.due is not None:
             self.scheduler.add(("date", rt.spec.name, entry.uuid), decision.due,
@@ -204,7 +204,7 @@ class Engine:
             if work.kind == "resume":
                 rt.journal.forget(work.uuid)
             return True
-        state = lifecycle.read_state(names, entry.attributes)
+        state = lifecycle.read_state(names, entry.attributes, spec.lifecycle)
         invalid: str | None = None
         if work.kind == "resume":
             if not lifecycle.is_stranded(state):
@@ -292,7 +292,8 @@ class Engine:
                 self.reporter.failure(rt, entry, request, failure.code, failure.message, started)
                 return True
             result = self.reporter.report(rt, entry, lifecycle.success_changes(
-                spec.attributes, request, self.clock.now(), outcome.outputs, "ok"))
+                spec.attributes, request, self.clock.now(), outcome.outputs, "ok",
+                spec.lifecycle))
             if not result.ok:
                 self.reporter.failure(
                     rt, entry, request, spec.invalid_code,
@@ -304,8 +305,8 @@ class Engine:
             self.aggregates.end(job)
         rt.journal.forget(entry.uuid)
         self.counters.count(spec.name, "success")
-        log.info(kv(event=lifecycle.DONE[request], service=spec.name, dn=entry.dn,
-                    uuid=entry.uuid, mode=lifecycle.DONE[request], rc=0,
+        log.info(kv(event=spec.lifecycle.done[request], service=spec.name, dn=entry.dn,
+                    uuid=entry.uuid, mode=spec.lifecycle.done[request], rc=0,
                     ms=int((time.monotonic() - started) * 1000)))
         return True
 
@@ -357,7 +358,7 @@ class Engine:
             return False
         rt.journal.confirm(entry.uuid)
         log.info(kv(event="claimed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
-                    mode=lifecycle.WORKING[request]))
+                    mode=rt.spec.lifecycle.working[request]))
         return True
 
     def _still_there(self, rt: ServiceRuntime, entry: Entry) -> bool:

@@ -70,7 +70,7 @@ class Recovery:
             if rt.spec.recover == "all":
                 for entry in self.engine.directory.search(rt.spec.base, rt.spec.working_filter,
                                                           attributes, rt.spec.scope):
-                    state = lifecycle.read_state(names, entry.attributes)
+                    state = lifecycle.read_state(names, entry.attributes, rt.spec.lifecycle)
                     if lifecycle.is_stranded(state) and not rt.journal.holds(entry.uuid):
                         rt.journal.record(Claim(entry.uuid, entry.dn, state.working_request or "",
                                                 confirmed=True))

@@ -46,7 +46,7 @@ class Reporter:
         rt.journal.forget(entry.uuid)
         self.counters.count(rt.spec.name, "failure")
         log.error(kv(event="failed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
-                     mode=lifecycle.WORKING[request], rc=code,
+                     mode=rt.spec.lifecycle.working[request], rc=code,
                      unreported=True if not result.ok else None,
                      ms=int((time.monotonic() - started) * 1000), msg=lifecycle.clip(message)))
 
