@@ -6,6 +6,7 @@
     config      loading and checking the configuration and the service kinds
     directory   LDAP: connections, reads and writes, the change stream
     aggregates  files rendered from all entries: mirrors, last provisioned values
+    steps       step types: each one's config parsing, plan, run, check and preview
     core        the effectful engine: intake, workers, pipeline, recovery, scheduler, journal
     process     the daemon: signals, systemd notify, metrics, logging
     operate     operator tools: status, check, preview, retry, diagnose
@@ -30,6 +31,7 @@ LAYERS = [
     {"provisiond.config"},
     {"provisiond.directory"},
     {"provisiond.aggregates"},
+    {"provisiond.steps"},
     {"provisiond.core"},
     {"provisiond.process"},
     {"provisiond.operate"},

@@ -1,4 +1,4 @@
-"""Running a service's steps for one entry: render, hook, mkdir, remove.
+"""Running a job's steps in order, each through its step type (provisiond/steps).
 
 Each step either completes or raises `StepFailed` carrying the step's error code (which
 becomes the entry's ReturnValue) and a one-line message. Steps are expected to be idempotent:
@@ -6,51 +6,27 @@ after a crash the whole list runs again from the first step, so a render of unch
 writes nothing and a hook must tolerate being re-run. A mode's steps include the admin's
 hooks around the service's own (config/admin_hooks.py); a post hook under `post_failure: log`
 is the one step whose failure is logged and passed over.
+
+A step is planned just before it runs, with the outputs of the hooks before it: the plan is
+what `provisiond render` shows, the run carries it out.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
-from provisiond.aggregates.mirror import Aggregates, Member
-from provisiond.config.admin_hooks import unsafe_program
+from provisiond.aggregates.mirror import Aggregates
 from provisiond.directory.connection import DirectoryUnavailable
-from provisiond.host.files import (
-    PathNotAllowed,
-    atomic_write,
-    confine,
-    install_temp,
-    make_directory,
-    remove_path,
-    write_temp_beside,
-)
-from provisiond.host.hooks import (
-    EXIT_RETRY,
-    HookError,
-    HookResult,
-    hook_environment,
-    resolve_program,
-    run_hook,
-)
-from provisiond.host.jinja import RenderError, render_string, render_template
 from provisiond.logfmt import kv
-from provisiond.model.settings import (
-    HookAction,
-    HookSettings,
-    MkdirAction,
-    RemoveAction,
-    RenderAction,
-    ServiceSpec,
-    Step,
-)
-from provisiond.model.values import as_text
+from provisiond.model.settings import HookSettings, RenderAction, ServiceSpec, Step
 from provisiond.model.work import Job, Outcome
+from provisiond.steps import render, step_type
+from provisiond.steps.base import STEP_ERRORS, Context, StepError
 
 log = logging.getLogger("provisiond.pipeline")
 
@@ -65,20 +41,10 @@ class StepFailed(Exception):
         self.outcome: Outcome | None = None
 
 
-def aggregate_context(service: ServiceSpec) -> dict[str, Any]:
-    """What paths and templates of files rendered from all entries see besides `entries`."""
-    return {"service": service.name, "vars": service.vars}
-
-
-class _Probe(str):
-    """Stands for every entry-dependent name when the entry-independent part of a path is
-    wanted: any attribute or item of it is the marker itself."""
-
-    def __getattr__(self, name: str) -> _Probe:
-        return self
-
-    def __getitem__(self, key: Any) -> _Probe:
-        return self
+def failed(step: Step, exc: Exception) -> StepFailed:
+    """The failure of `step` for one of the step errors (steps/base.py STEP_ERRORS)."""
+    transient = isinstance(exc, StepError) and exc.transient
+    return StepFailed(step.name, step.code, f"{step.name}: {exc}", transient=transient)
 
 
 class Pipeline:
@@ -96,6 +62,7 @@ class Pipeline:
         self.hooks = hooks
         self.aggregates = aggregates
         self.clock = clock
+        self.context = Context(env, hooks, aggregates)
 
     def run(self, job: Job, outcome: Outcome | None = None) -> Outcome:
         """Run the steps from `outcome.next_step`; raises StepFailed, with `outcome` telling
@@ -107,7 +74,7 @@ class Pipeline:
             started = self.clock()
             try:
                 try:
-                    self._run_step(job, step, outcome.values, outcome)
+                    self._run_step(job, step, outcome)
                 except DirectoryUnavailable as exc:
                     raise StepFailed(step.name, step.code,
                                      f"{step.name}: directory unavailable: {exc}",
@@ -144,209 +111,42 @@ class Pipeline:
     def _ms(self, started: float) -> int:
         return int((self.clock() - started) * 1000)
 
-    def _run_step(self, job: Job, step: Step, outputs: dict[str, Any], outcome: Outcome) -> None:
-        action = step.action
-        context = job.context(outputs)
-        if step.admin and isinstance(action, HookAction):  # the file may have changed since
-            problem = unsafe_program(Path(action.argv[0]))
-            if problem is not None:
-                raise StepFailed(step.name, step.code, f"{step.name}: {action.argv[0]} {problem}")
+    def _run_step(self, job: Job, step: Step, outcome: Outcome) -> None:
+        kind = step_type(step)
         try:
-            if isinstance(action, RenderAction):
-                if action.scope == "all":
-                    self.render_all(job.service, step, action)
-                else:
-                    self._render_entry(job, step, action, context, outcome)
-            elif isinstance(action, HookAction):
-                self._hook(job, step, action, context, outputs, outcome)
-            elif isinstance(action, MkdirAction):
-                self._mkdir(job, step, action, context, outcome)
-            elif isinstance(action, RemoveAction):
-                path = self._path(job, step, action.path, context)
-                if remove_path(path):
-                    outcome.changed.append(str(path))
-                    log.info(kv(event="removed", service=job.service.name, uuid=job.uuid,
-                                path=str(path)))
-        except RenderError as exc:
-            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
-        except OSError as exc:
-            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
+            kind.run(self.context, kind.plan(self.context, job, step, outcome.values), outcome)
+        except STEP_ERRORS as exc:
+            raise failed(step, exc) from exc
 
-    # -- paths -------------------------------------------------------------------------------
+    # -- files rendered from all entries -----------------------------------------------------------
 
-    def _path(self, job: Job, step: Step, source: str, context: Mapping[str, Any]) -> Path:
-        return self._service_path(job.service, step, source, context)
-
-    def _service_path(self, service: ServiceSpec, step: Step, source: str,
-                      context: Mapping[str, Any]) -> Path:
-        text = render_string(self.env, source, context)
-        if not service.roots:
-            raise StepFailed(step.name, step.code,
-                             f"{step.name}: service {service.name} declares no roots")
-        try:
-            return confine(text, service.roots)
-        except PathNotAllowed as exc:
-            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
-
-    # -- what a service writes, known before any entry -------------------------------------------
+    def _aggregate_plans(self, service: ServiceSpec) -> list[render.RenderPlan]:
+        """The distinct files rendered from all entries, each planned by the first step
+        writing it; raises StepFailed when a path is not allowed."""
+        found: dict[Path, render.RenderPlan] = {}
+        for step in render.aggregate_steps(service):
+            try:
+                plan = render.RENDER.plan_all(self.context, service, step)
+            except STEP_ERRORS as exc:
+                raise failed(step, exc) from exc
+            found.setdefault(plan.path, plan)
+        return list(found.values())
 
     def aggregate_steps(self, service: ServiceSpec) -> list[tuple[Step, RenderAction, Path]]:
         """The distinct files rendered from all entries, with the first step writing each."""
-        found: dict[Path, tuple[Step, RenderAction, Path]] = {}
-        for steps in service.steps.values():
-            for step in steps:
-                action = step.action
-                if isinstance(action, RenderAction) and action.scope == "all":
-                    path = self._service_path(service, step, action.path,
-                                              aggregate_context(service))
-                    found.setdefault(path, (step, action, path))
-        return list(found.values())
+        return [(plan.step, render.RENDER.action_of(plan.step), plan.path)
+                for plan in self._aggregate_plans(service)]
 
     def written_directories(self, service: ServiceSpec) -> list[Path]:
         """The directories the service's render steps write into, as far as they do not
         depend on an entry (for the start-up sweep of temp files)."""
-        directories = []
-        marker = "\x00entry\x00"
-        probe = _Probe(marker)
-        context = {**aggregate_context(service), "values": probe, "refs": probe,
-                   "outputs": probe, "entry": probe}
-        for steps in service.steps.values():
-            for step in steps:
-                if not isinstance(step.action, RenderAction):
-                    continue
-                try:
-                    text = render_string(self.env, step.action.path, context)
-                except Exception:  # noqa: BLE001 - a filter choked on the probe: skip the step
-                    continue
-                static = text.split(marker)[0]  # the whole path when no marker is in it
-                directory = Path(static) if static.endswith("/") else Path(static).parent
-                try:
-                    directories.append(confine(directory / "x", service.roots).parent)
-                except PathNotAllowed:
-                    continue
-        return list(dict.fromkeys(directories))
+        return render.written_directories(self.context, service)
 
     def refresh_aggregates(self, service: ServiceSpec) -> None:
         """Render every file of all entries again from the directory's current state, so
         changes made elsewhere arrive without waiting for a change here. Raises StepFailed."""
-        for step, action, _path in self.aggregate_steps(service):
-            self.render_all(service, step, action)
-
-    # -- render ------------------------------------------------------------------------------
-
-    def _render_entry(self, job: Job, step: Step, action: RenderAction,
-                      context: Mapping[str, Any], outcome: Outcome) -> None:
-        path = self._path(job, step, action.path, context)
-        content = render_template(self.env, action.template, context).encode()
-        if self.install(job.service, step, action, path, content, context):
-            outcome.changed.append(str(path))
-
-    def render_all(self, service: ServiceSpec, step: Step, action: RenderAction) -> None:
-        context = aggregate_context(service)
-        path = self._service_path(service, step, action.path, context)
-
-        def render(entries: list[Member]) -> None:
-            content = render_template(self.env, action.template,
-                                      {**context, "entries": entries}).encode()
-            self.install(service, step, action, path, content, context)
-
-        self.aggregates.render(service, path, render)
-
-    def install(self, service: ServiceSpec, step: Step, action: RenderAction, path: Path,
-                content: bytes, context: Mapping[str, Any]) -> bool:
-        """Write `content` to `path` crash-safely, after the optional validator accepts it."""
-        try:
-            if path.read_bytes() == content:
-                return False
-        except OSError:
-            pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not action.validate:
-            changed = atomic_write(path, content, mode=action.file_mode)
-        else:
-            temp = write_temp_beside(path, content, mode=action.file_mode)
+        for plan in self._aggregate_plans(service):
             try:
-                argv = [render_string(self.env, a, {**context, "file": str(temp)})
-                        for a in action.validate]
-                result = self._execute(service, step, argv, {}, None, "", "")
-                if result.returncode != 0:
-                    tail = " | ".join(result.output_tail.strip().splitlines()[-3:])
-                    raise StepFailed(step.name, step.code,
-                                     f"{step.name}: {argv[0]} rejected {path.name}: {tail}")
-                install_temp(temp, path)
-                changed = True
-            finally:
-                temp.unlink(missing_ok=True)
-        if changed:
-            log.info(kv(event="wrote", service=service.name, step=step.name, path=str(path)))
-        return changed
-
-    # -- hooks and directories ------------------------------------------------------------------
-
-    def _execute(self, service: ServiceSpec, step: Step, argv: list[str],
-                 values: Mapping[str, str], timeout: float | None, dn: str, uuid: str,
-                 mode: str = "") -> HookResult:
-        try:
-            program = resolve_program(argv[0], self.hooks.path)
-        except HookError as exc:
-            raise StepFailed(step.name, step.code, f"{step.name}: {exc}") from exc
-        env = hook_environment(search_path=self.hooks.path, service=service.name, mode=mode,
-                               dn=dn, uuid=uuid, values=values)
-        result = run_hook([program, *argv[1:]], env=env, timeout=timeout or self.hooks.timeout,
-                          kill_grace=self.hooks.kill_grace)
-        log.info(kv(event="ran", service=service.name, uuid=uuid or None, step=step.name,
-                    argv=" ".join(result.argv), rc=result.returncode, ms=result.duration_ms,
-                    timed_out=result.timed_out or None))
-        if result.returncode != 0 and result.output_tail.strip():
-            log.info(kv(event="output", service=service.name, uuid=uuid or None, step=step.name,
-                        tail=" | ".join(result.output_tail.strip().splitlines()[-5:])))
-        return result
-
-    def _hook(self, job: Job, step: Step, action: HookAction, context: Mapping[str, Any],
-              outputs: dict[str, Any], outcome: Outcome) -> None:
-        argv = [render_string(self.env, arg, context) for arg in action.argv]
-        values = {name: as_text(value) for name, value in job.values.items() if value is not None}
-        result = self._execute(job.service, step, argv, values, action.timeout, job.dn, job.uuid,
-                               job.request)
-        if result.timed_out:
-            raise StepFailed(step.name, step.code,
-                             f"{step.name}: {argv[0]} timed out and was killed")
-        if result.returncode == EXIT_RETRY:
-            raise StepFailed(step.name, step.code,
-                             f"{step.name}: {argv[0]} asked to retry later (exit 75)",
-                             transient=True)
-        if result.returncode != 0:
-            tail = " | ".join(result.output_tail.strip().splitlines()[-2:])
-            raise StepFailed(step.name, step.code,
-                             f"{step.name}: {argv[0]} exited {result.returncode}: {tail}")
-        if result.settings_lost:  # an output the hook set would be missing
-            raise StepFailed(step.name, step.code,
-                             f"{step.name}: {argv[0]}: {result.settings_lost}")
-        declared = {spec.name: spec for spec in job.service.outputs}
-        for name, raw in result.settings.items():
-            spec = declared.get(name)
-            if spec is None:
-                raise StepFailed(step.name, step.code,
-                                 f"{step.name}: hook set undeclared output {name!r}")
-            try:
-                value = spec.type.parse(raw)
-            except ValueError as exc:
-                raise StepFailed(step.name, step.code,
-                                 f"{step.name}: output {name}: {exc}") from exc
-            outputs[name] = value
-            outcome.outputs[spec.attribute] = as_text(value)
-
-    def _mkdir(self, job: Job, step: Step, action: MkdirAction, context: Mapping[str, Any],
-               outcome: Outcome) -> None:
-        path = self._path(job, step, action.path, context)
-        owner = None
-        if action.owner is not None:
-            uid = render_string(self.env, action.owner, context)
-            gid = render_string(self.env, action.group, context) if action.group else uid
-            if not (uid.isdigit() and gid.isdigit()):
-                raise StepFailed(step.name, step.code,
-                                 f"{step.name}: owner {uid!r}:{gid!r} is not numeric")
-            owner = (int(uid), int(gid))
-        if make_directory(path, mode=action.dir_mode, owner=owner):
-            outcome.changed.append(str(path))
-            log.info(kv(event="mkdir", service=job.service.name, uuid=job.uuid, path=str(path)))
+                render.RENDER.run(self.context, plan, Outcome())
+            except STEP_ERRORS as exc:
+                raise failed(plan.step, exc) from exc

@@ -1,8 +1,9 @@
 """`provisiond check`: everything that can be verified before the first entry arrives.
 
 The configuration (and every template) was already loaded and compiled to get here; this adds
-what needs the outside world: the programs steps run (hooks and render `validate` commands),
-the bind, the service bases, the sync control.
+what needs the outside world: what each step's type checks (the programs steps run, hooks and
+render `validate` commands alike; admin hooks' owner and mode), the bind, the service bases,
+the sync control.
 One line per check, `ok` or `FAIL` first, so a human and a script read it the same way. Exit
 status 1 when a check failed, 69 when the only failure is the directory (sysexits' unavailable).
 """
@@ -11,65 +12,30 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TextIO
 
 import ldap3
 
-from provisiond.config.admin_hooks import unsafe_program
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
 from provisiond.exitcodes import EX_UNAVAILABLE
-from provisiond.host.hooks import HookError, resolve_program
-from provisiond.model.settings import REQUEST_MODES, Config, HookAction, RenderAction
+from provisiond.host.hooks import HookError
+from provisiond.model.settings import REQUEST_MODES, Config
+from provisiond.steps import step_type
+from provisiond.steps.base import Check
 
 
-def _programs(config: Config) -> Iterator[tuple[str, str]]:
-    """(what, program) for every hook and render `validate` command; the loader rendered
-    each program name from vars, so none is a template any more."""
-    for spec in config.services:
-        for steps in spec.steps.values():
-            for step in steps:
-                if isinstance(step.action, HookAction):
-                    yield "hook", step.action.argv[0]
-                elif isinstance(step.action, RenderAction) and step.action.validate:
-                    yield "validate program", step.action.validate[0]
-
-
-def _program_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
+def _step_checks(config: Config) -> Iterator[Check]:
+    """What each step's type checks (its programs exist, an admin hook is safe), in the order
+    the steps run, each check once."""
     seen: set[str] = set()
-    for what, program in _programs(config):
-        if program in seen:
-            continue
-        seen.add(program)
-
-        def check(program: str = program) -> str:
-            return resolve_program(program, config.hooks.path)
-
-        yield f"{what} {program} is executable", check
-
-
-def _admin_hook_checks(config: Config) -> Iterator[tuple[str, Callable[[], str]]]:
-    """Every admin hook (the loader already refused unsafe ones; checked again here since
-    `check` may run long after a reload), in the order they run."""
     for spec in config.services:
         for mode in REQUEST_MODES:
-            for when, found in (("before", spec.admin_hooks.pre), ("after", spec.admin_hooks.post)):
-                for step in found.get(mode, ()):
-                    if not isinstance(step.action, HookAction):
-                        continue
-                    program = step.action.argv[0]
-                    effect = (f"fails the entry with {step.code}" if step.fatal
-                              else "a failure is only logged")
-
-                    def check(program: str = program) -> str:
-                        problem = unsafe_program(Path(program))
-                        if problem is not None:
-                            raise RuntimeError(f"{program} {problem}")
-                        return ""
-
-                    yield (f"admin hook {program} (service {spec.name}, {when} {mode}; "
-                           f"{effect})"), check
+            for step in spec.steps_for(mode):
+                for check in step_type(step).check(config.hooks, spec, mode, step):
+                    if check.name not in seen:
+                        seen.add(check.name)
+                        yield check
 
 
 def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
@@ -89,8 +55,8 @@ def run_checks(config: Config, out: TextIO = sys.stdout) -> int:
 
     report(f"configuration {config.source} loads, templates compile",
            lambda: f"{len(config.services)} services")
-    for name, check in (*_program_checks(config), *_admin_hook_checks(config)):
-        report(name, check)
+    for check in _step_checks(config):
+        report(check.name, check.run)
     for spec in config.services:
         for path in spec.admin_hooks.skipped:
             print(f"skip  {path}: not a run-parts name ([A-Za-z0-9_-]+), not run", file=out)

@@ -1,6 +1,7 @@
 """`provisiond render DN`: what the daemon would do for an entry, changing nothing.
 
-For each step of the entry's mode it shows what would happen: a render as a unified diff
+For each step of the entry's mode it shows the plan a run would carry out (the same plan,
+made by the step's type in provisiond/steps), described: a render as a unified diff
 against the file on disk (aggregate renders include every active entry, with this one laid
 over as the daemon would), a hook as the argv it would run (with the program resolved in the
 hook directories) and the PROVISIOND_* environment it would get, a mkdir or a remove as the
@@ -13,41 +14,19 @@ it takes the values the entry already carries, and says so when a step needs one
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
-import stat
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import jinja2
 
 from provisiond.aggregates.mirror import Aggregates
-from provisiond.config.admin_hooks import unsafe_program
 from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.exitcodes import EX_FAILED, EX_OK
-from provisiond.host.files import PathNotAllowed, confine
-from provisiond.host.hooks import HookError, hook_environment, resolve_program
-from provisiond.host.jinja import (
-    RenderError,
-    make_environment,
-    render_string,
-    render_template,
-)
+from provisiond.host.jinja import RenderError, make_environment
 from provisiond.model import lifecycle
-from provisiond.model.settings import (
-    REQUEST_MODES,
-    Config,
-    HookAction,
-    MkdirAction,
-    RemoveAction,
-    RenderAction,
-    ServiceSpec,
-    Step,
-)
+from provisiond.model.settings import REQUEST_MODES, Config, ServiceSpec, Step
 from provisiond.model.values import InvalidValue, as_text, parse_entry
 from provisiond.model.work import Job
 from provisiond.operate.common import (
@@ -56,9 +35,8 @@ from provisiond.operate.common import (
     find_entry,
     terminal_safe,
 )
-
-DIFF_CONTEXT = 3
-BINARY_LIMIT = 4 * 1024 * 1024
+from provisiond.steps import kind_of, step_type
+from provisiond.steps.base import STEP_ERRORS, Context, Description
 
 
 @dataclass
@@ -126,42 +104,13 @@ def _known_outputs(spec: ServiceSpec, entry: Entry) -> dict[str, Any]:
     return known
 
 
-def _diff(path: Path, new: bytes) -> tuple[bool, str]:
-    """(whether `new` differs from the file at `path`, a unified diff for a human)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        old: bytes | None = None
-    else:
-        if stat.S_ISLNK(info.st_mode):
-            return True, f"{path} is a symlink; it would be replaced by a regular file\n"
-        if not stat.S_ISREG(info.st_mode):
-            return True, f"{path} exists and is not a regular file: the write would fail\n"
-        old = path.read_bytes() if info.st_size <= BINARY_LIMIT else None
-    if old == new:
-        return False, ""
-    old_text = (old or b"").decode("utf-8", "replace").splitlines(keepends=True)
-    new_text = new.decode("utf-8", "replace").splitlines(keepends=True)
-    lines = difflib.unified_diff(old_text, new_text, n=DIFF_CONTEXT,
-                                 fromfile=str(path) if old is not None else "/dev/null",
-                                 tofile=str(path))
-    text = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-                   for line in lines)
-    return True, text
-
-
 class Previewer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.env: jinja2.Environment = make_environment(config.templates)
         self.directory = Directory(ConnectionFactory(config.ldap))
         self.aggregates = Aggregates(ConnectionFactory(config.ldap), config.services)
-
-    def path(self, spec: ServiceSpec, source: str, context: Mapping[str, Any]) -> Path:
-        text = render_string(self.env, source, context)
-        if not spec.roots:
-            raise OperateError(f"service {spec.name} declares no roots", EX_FAILED)
-        return confine(text, spec.roots)
+        self.context = Context(self.env, config.hooks, self.aggregates)
 
     def preview(self, reader: Reader, dn: str, mode: str | None = None) -> Preview:
         spec, entry = find_entry(self.config, reader, dn)
@@ -190,100 +139,27 @@ class Previewer:
                   refs=refs)
         steps = spec.steps_for(chosen)
         for number, step in enumerate(steps, start=1):
-            shown = StepPreview(number=number, name=step.name, kind=step.kind, code=step.code)
-            try:
-                self._step(job, step, outputs, shown)
-            except RenderError as exc:
-                missing = [o.name for o in spec.outputs if o.name not in outputs]
-                hint = (f" (hook outputs {', '.join(missing)} are not known before the hook "
-                        "runs)" if missing and isinstance(exc.__cause__, jinja2.UndefinedError)
-                        else "")
-                shown.error = f"{exc}{hint}"
-            except (PathNotAllowed, HookError, OSError, ValueError, OperateError) as exc:
-                shown.error = str(exc)
-            if shown.error:
-                shown.summary = f"would fail with ReturnValue {step.code}: {shown.error}"
-            result.steps.append(shown)
+            result.steps.append(self._step(job, step, outputs, number))
         return result
 
-    def _step(self, job: Job, step: Step, outputs: dict[str, Any], shown: StepPreview) -> None:
-        action = step.action
-        spec = job.service
-        context = job.context(outputs)
-        if isinstance(action, RenderAction):
-            if action.scope == "all":
-                context = {"service": spec.name, "vars": spec.vars}
-                path = self.path(spec, action.path, context)
-                self.aggregates.begin(job)  # in memory only: how the daemon sees the set
-                try:
-                    entries = self.aggregates.entries(spec)
-                finally:
-                    self.aggregates.end(job)
-                content = render_template(self.env, action.template,
-                                          {**context, "entries": entries}).encode()
-                scope = f" from {len(entries)} active entr{'y' if len(entries) == 1 else 'ies'}"
-            else:
-                path = self.path(spec, action.path, context)
-                content = render_template(self.env, action.template, context).encode()
-                scope = ""
-            shown.path = str(path)
-            shown.changes, shown.diff = _diff(path, content)
-            verb = ("would be created" if not os.path.lexists(path) else "would change") \
-                if shown.changes else "unchanged"
-            shown.summary = f"{path}{scope}: {verb} (mode {action.file_mode:04o})"
-            if action.validate:
-                placeholder = f"{path.parent}/.{path.name}.XXXX.tmp"
-                shown.validate = [render_string(self.env, a, {**context, "file": placeholder})
-                                  for a in action.validate]
-        elif isinstance(action, HookAction):
-            argv = [render_string(self.env, a, context) for a in action.argv]
-            program = resolve_program(argv[0], self.config.hooks.path)
-            if step.admin and (problem := unsafe_program(Path(program))) is not None:
-                raise OperateError(f"{program} {problem}", EX_FAILED)
-            shown.argv = [program, *argv[1:]]
-            shown.environment = hook_environment(
-                search_path=self.config.hooks.path, service=spec.name, mode=job.request,
-                dn=job.dn, uuid=job.uuid,
-                values={n: as_text(v) for n, v in job.values.items() if v is not None})
-            timeout = action.timeout or self.config.hooks.timeout
-            policy = "" if step.fatal else "; a failure is only logged"
-            shown.summary = f"would run (timeout {timeout:g}s{policy})"
-            shown.changes = True
-        elif isinstance(action, MkdirAction):
-            path = self.path(spec, action.path, context)
-            shown.path = str(path)
-            owner = ""
-            if action.owner is not None:
-                uid = render_string(self.env, action.owner, context)
-                gid = render_string(self.env, action.group, context) if action.group else uid
-                owner = f", owner {uid}:{gid}"
-            try:
-                info = os.lstat(path)
-            except FileNotFoundError:
-                shown.changes = True
-                shown.summary = f"{path}: would be created (mode {action.dir_mode:04o}{owner})"
-            else:
-                current = stat.S_IMODE(info.st_mode)
-                if not stat.S_ISDIR(info.st_mode):
-                    shown.summary = f"{path}: exists and is not a directory"
-                    shown.error = shown.summary
-                else:
-                    shown.changes = current != action.dir_mode
-                    shown.summary = (f"{path}: exists (mode {current:04o} -> "
-                                     f"{action.dir_mode:04o}{owner})" if shown.changes else
-                                     f"{path}: exists, mode {current:04o}{owner}")
-        elif isinstance(action, RemoveAction):
-            path = self.path(spec, action.path, context)
-            shown.path = str(path)
-            if os.path.isdir(path) and not os.path.islink(path):
-                count = sum(1 for _ in path.rglob("*"))
-                shown.summary = f"{path}: directory with {count} entries would be removed"
-                shown.changes = True
-            elif os.path.lexists(path):
-                shown.summary = f"{path}: would be removed"
-                shown.changes = True
-            else:
-                shown.summary = f"{path}: nothing there"
+    def _step(self, job: Job, step: Step, outputs: dict[str, Any], number: int) -> StepPreview:
+        """The plan a run would make for the step, described."""
+        kind = step_type(step)
+        try:
+            described = kind.describe(self.context, kind.plan(self.context, job, step, outputs))
+        except RenderError as exc:
+            missing = [o.name for o in job.service.outputs if o.name not in outputs]
+            hint = (f" (hook outputs {', '.join(missing)} are not known before the hook "
+                    "runs)" if missing and isinstance(exc.__cause__, jinja2.UndefinedError)
+                    else "")
+            described = Description(summary="", error=f"{exc}{hint}")
+        except (*STEP_ERRORS, ValueError) as exc:
+            described = Description(summary="", error=str(exc))
+        shown = StepPreview(number=number, name=step.name, kind=kind_of(step), code=step.code,
+                            **asdict(described))
+        if shown.error:
+            shown.summary = f"would fail with ReturnValue {step.code}: {shown.error}"
+        return shown
 
 
 def format_text(preview: Preview, out: TextIO) -> None:
