@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -26,7 +27,7 @@ from provisiond.logfmt import kv
 from provisiond.model.settings import HookSettings, RenderAction, ServiceSpec, Step
 from provisiond.model.work import Job, Outcome
 from provisiond.steps import render, step_type
-from provisiond.steps.base import STEP_ERRORS, Context, StepError
+from provisiond.steps.base import STEP_ERRORS, Context, StepError, StepType
 
 log = logging.getLogger("provisiond.pipeline")
 
@@ -57,12 +58,14 @@ class Pipeline:
         hooks: HookSettings,
         aggregates: Aggregates,
         clock: Callable[[], float] = time.monotonic,
+        types: Callable[[Step], StepType[Any]] = step_type,
     ) -> None:
         self.env = env
         self.hooks = hooks
         self.aggregates = aggregates
         self.clock = clock
         self.context = Context(env, hooks, aggregates)
+        self.types = types  # the registry's; a test may run a step type of its own
 
     def run(self, job: Job, outcome: Outcome | None = None) -> Outcome:
         """Run the steps from `outcome.next_step`; raises StepFailed, with `outcome` telling
@@ -112,7 +115,7 @@ class Pipeline:
         return int((self.clock() - started) * 1000)
 
     def _run_step(self, job: Job, step: Step, outcome: Outcome) -> None:
-        kind = step_type(step)
+        kind = self.types(step)
         try:
             kind.run(self.context, kind.plan(self.context, job, step, outcome.values), outcome)
         except STEP_ERRORS as exc:

@@ -14,7 +14,7 @@ and hook argv. Two properties are checked on generated values (tests/model/hosti
    or format character, the same lines and TABs as the render of the same values with every
    character of their strings replaced by '_' (so no value adds a line or a field), each line
    valid for its file (TEMPLATE_CHECKS), and for a sample of distinct files, the kind's own
-   `validate` command (`rsnapshot configtest`) through Pipeline.install. Hook argv items are
+   `validate` command (`rsnapshot configtest`) through RenderStep.install. Hook argv items are
    rendered and checked too. Run with -s to see the counts.
 """
 
@@ -44,7 +44,6 @@ from provisiond.model.settings import (
     LdapSettings,
     RenderAction,
     ServiceSpec,
-    Step,
 )
 from provisiond.model.values import (
     TYPES,
@@ -55,6 +54,8 @@ from provisiond.model.values import (
     parse_entry,
 )
 from provisiond.model.work import Job
+from provisiond.steps.base import Context
+from provisiond.steps.render import RenderPlan, RenderStep
 from tests.model.hostile import hostile_values, numbers, rng_for
 from tests.model.hostile_files import META, PREPARE, TEMPLATE_CHECKS, file_problems, neutral
 
@@ -292,26 +293,24 @@ class OneOtherEntry(Aggregates):
         return Static()
 
 
-class CapturingPipeline(Pipeline):
-    """The real render steps; the final write keeps the file text instead, unless `real`:
-    then Pipeline.install runs the kind's validate command on it as in production."""
+class CapturingRender(RenderStep):
+    """The real render step type; the final write keeps the file text instead, unless `real`:
+    then RenderStep.install runs the kind's validate command on it as in production."""
 
-    def __init__(self, other: Member, real: bool = False) -> None:
-        super().__init__(ENV, HookSettings(path=(str(paths.hooks_dir()),)), OneOtherEntry(other))
+    def __init__(self, real: bool = False) -> None:
         self.real = real
         self.files: dict[str, str] = {}
 
-    def install(self, service: ServiceSpec, step: Step, action: RenderAction, path: Path,
-                content: bytes, context: Mapping[str, Any]) -> bool:
-        self.files[action.template] = content.decode()
-        if not (self.real and action.validate):
+    def install(self, ctx: Context, plan: RenderPlan, content: bytes) -> bool:
+        self.files[plan.template] = content.decode()
+        if not (self.real and plan.validate):
             return True
-        if action.template in PREPARE:
-            PREPARE[action.template](content.decode(), service)
+        if plan.template in PREPARE:
+            PREPARE[plan.template](content.decode(), plan.service)
         try:
-            return super().install(service, step, action, path, content, context)
+            return super().install(ctx, plan, content)
         finally:
-            path.unlink(missing_ok=True)  # an unchanged file would skip the next validation
+            plan.path.unlink(missing_ok=True)  # an unchanged file would skip the next validation
 
 
 def render_only(spec: ServiceSpec) -> ServiceSpec:
@@ -335,14 +334,16 @@ class KindRun:
         self.renders = render_only(self.spec)
 
     def render(self, values: Mapping[str, Any], real: bool = False) -> dict[str, str]:
-        pipeline = CapturingPipeline(self.other, real)
+        capture = CapturingRender(real)
+        pipeline = Pipeline(ENV, HookSettings(path=(str(paths.hooks_dir()),)),
+                            OneOtherEntry(self.other), types=lambda step: capture)
         job = Job(self.renders, "hostile-uuid", f"cn=hostile,{self.spec.base}", "add", values)
         pipeline.aggregates.begin(job)  # as the engine does: `scope: all` sees this entry
         try:
             pipeline.run(job)
         finally:
             pipeline.aggregates.end(job)
-        return pipeline.files
+        return capture.files
 
     def problems(self, values: Mapping[str, Any]) -> list[str]:
         key = repr(sorted(values.items()))
