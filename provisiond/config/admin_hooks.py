@@ -28,19 +28,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from provisiond.config.schema import ConfigError, Section, Where, read_section
-from provisiond.config.sections import ADMIN_HOOKS
+from provisiond.config.schema import ConfigError, Where, read_section
+from provisiond.config.sections import SERVICE_ADMIN_HOOKS
 from provisiond.model.settings import REQUEST_MODES, AdminHooks, HookAction, ServiceSpec, Step
 
 RUN_PARTS_NAME = re.compile(r"[A-Za-z0-9_-]+")  # run-parts' default (no --lsbsysinit)
 PHASES = ("pre", "post")
 ARGV = ("{{ service }}", "{{ entry.mode }}", "{{ entry.dn }}")
 PHASE_DIRS = {f"{mode}.{phase}.d": (mode, phase) for mode in REQUEST_MODES for phase in PHASES}
-
-# A service's own `admin_hooks:` overrides the top-level defaults, option by option.
-SERVICE_OPTIONS = Section("admin_hooks", ADMIN_HOOKS.doc, tuple(
-    replace(option, default=None) for option in ADMIN_HOOKS.options if option.name != "dir"))
-
 
 @dataclass(frozen=True)
 class Policy:
@@ -50,7 +45,7 @@ class Policy:
 
 
 def read_policy(defaults: Mapping[str, Any], data: Any, where: Where) -> Policy:
-    given = read_section(SERVICE_OPTIONS, data, where)
+    given = read_section(SERVICE_ADMIN_HOOKS, data, where)
     merged = {key: defaults[key] if value is None else value for key, value in given.items()}
     return Policy(**merged)
 

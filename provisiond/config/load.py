@@ -1,7 +1,8 @@
 """Loading the configuration: provisiond.yaml, services.d/*.yaml and shipped service kinds.
 
 The result is a fully checked `Config`, or a `ConfigError` naming the file, the key path and
-the reason; the CLI turns that into exit status 78 (EX_CONFIG) before anything starts.
+the reason of every problem found (each section, each service is checked even after another
+failed); the CLI turns that into exit status 78 (EX_CONFIG) before anything starts.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import jinja2
+
 from provisiond import paths
 from provisiond.config import admin_hooks
 from provisiond.config.files import read_yaml
-from provisiond.config.schema import ConfigError, Where, read_section, sample_yaml
+from provisiond.config.kind_vars import read_vars, set_vars
+from provisiond.config.schema import (
+    ConfigError,
+    Problems,
+    Section,
+    Where,
+    read_section,
+    sample_yaml,
+)
 from provisiond.config.sections import (
     ADMIN_HOOKS,
     HOOKS,
@@ -25,9 +36,9 @@ from provisiond.config.sections import (
     METRICS,
     RETRY,
     SECTIONS,
-    SERVICES_SAMPLE,
     SYNC,
     TOP,
+    services_sample,
 )
 from provisiond.config.services import read_service
 from provisiond.config.syntax import check_dn, check_uri, settings_problem
@@ -104,34 +115,39 @@ def _check_hook_path(directories: tuple[str, ...], where: Where) -> None:
                                        "entries (hooks get this list as their PATH)")
 
 
-def _check_ldap(ldap: Mapping[str, Any], where: Where) -> None:
+def _check_ldap(ldap: Mapping[str, Any], where: Where, problems: Problems) -> None:
+    """What the schema cannot say about `ldap:` (only the options it read without a problem)."""
     for key in ("uri", "write_uri"):
-        if ldap[key] is not None:
-            _checked(check_uri, ldap[key], where.child(key))
-    if ldap["bind_dn"] is not None:
-        _checked(check_dn, ldap["bind_dn"], where.child("bind_dn"))
-    if ldap["bind_password_file"]:
-        check_secret_file(ldap["bind_password_file"], where.child("bind_password_file"))
-    if ldap["bind_dn"] and not ldap["bind_password_file"]:
-        raise where.child("bind_password_file").error(
-            "is required with bind_dn (the password is only ever read from a file)"
-        )
-    if ldap["ca_file"] is not None:
-        _readable_file(ldap["ca_file"], where.child("ca_file"))
-    problem = settings_problem(SimpleNamespace(**ldap))
-    if problem is not None:
-        raise where.child(problem[0]).error(problem[1])
+        if ldap.get(key) is not None:
+            problems.attempt(_checked, check_uri, ldap[key], where.child(key))
+    if ldap.get("bind_dn") is not None:
+        problems.attempt(_checked, check_dn, ldap["bind_dn"], where.child("bind_dn"))
+    if ldap.get("bind_password_file"):
+        problems.attempt(check_secret_file, ldap["bind_password_file"],
+                         where.child("bind_password_file"))
+    if ldap.get("bind_dn") and "bind_password_file" in ldap and not ldap["bind_password_file"]:
+        problems.add(where.child("bind_password_file").error(
+            "is required with bind_dn (the password is only ever read from a file)"))
+    if ldap.get("ca_file") is not None:
+        problems.attempt(_readable_file, ldap["ca_file"], where.child("ca_file"))
+    if len(ldap) == len(LDAP.options):
+        problem = settings_problem(SimpleNamespace(**ldap))
+        if problem is not None:
+            problems.add(where.child(problem[0]).error(problem[1]))
 
 
 # Keys whose mappings a derived kind refines entry by entry rather than replaces.
 REFINED_KEYS = ("vars", "attributes", "values", "outputs", "preconditions")
 
 
-def find_kind(kind: str, where: Where, seen: tuple[str, ...] = ()) -> Mapping[str, Any]:
-    """The shipped definition of `kind`, with any `extends:` chain resolved."""
+def find_kind(kind: str, where: Where, seen: tuple[str, ...] = (),
+              dirs: tuple[Path, ...] | None = None) -> Mapping[str, Any]:
+    """The shipped definition of `kind`, with any `extends:` chain resolved; searched in
+    `dirs` (default: /etc/provisiond/kinds, then this installation's)."""
     if kind in seen:
         raise where.error(f"kind {kind!r} extends itself ({' -> '.join((*seen, kind))})")
-    for directory in paths.kinds_dirs():
+    dirs = paths.kinds_dirs() if dirs is None else dirs
+    for directory in dirs:
         candidate = directory / f"{kind}.yaml"
         if candidate.is_file():
             data = read_yaml(candidate)
@@ -140,50 +156,48 @@ def find_kind(kind: str, where: Where, seen: tuple[str, ...] = ()) -> Mapping[st
             parent = data.get("extends")
             if parent is None:
                 return data
-            base = find_kind(str(parent), Where(str(candidate), "extends"), (*seen, kind))
+            base = find_kind(str(parent), Where(str(candidate), "extends"), (*seen, kind), dirs)
             return refine(base, {k: v for k, v in data.items() if k != "extends"})
-    searched = ", ".join(str(d) for d in paths.kinds_dirs())
+    searched = ", ".join(str(d) for d in dirs)
     raise where.error(f"unknown service kind {kind!r} (searched {searched})")
 
 
 def refine(base: Mapping[str, Any], derived: Mapping[str, Any]) -> dict[str, Any]:
-    """`derived` over `base`: REFINED_KEYS merge per entry (a value declaration's own keys
-    merge too, so `values: {quota: {attribute: x}}` renames just the attribute)."""
+    """`derived` over `base`: REFINED_KEYS merge per entry (a declaration's own keys merge
+    too, so `values: {quota: {attribute: x}}` renames just the attribute, and a plain value
+    over a declared var, `vars: {suffix: dc=example,dc=org}`, is its new default)."""
     merged = dict(base)
     for key, value in derived.items():
         old = base.get(key)
         if key in REFINED_KEYS and isinstance(old, Mapping) and isinstance(value, Mapping):
-            merged[key] = {
-                name: {**old[name], **item}
-                if isinstance(old.get(name), Mapping) and isinstance(item, Mapping) else item
-                for name, item in {**old, **value}.items()
-            }
+            merged[key] = {name: _refined(key, old.get(name), item)
+                           for name, item in {**old, **value}.items()}
         else:
             merged[key] = value
     return merged
 
 
+def _refined(key: str, old: Any, new: Any) -> Any:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return {**old, **new}
+    if key == "vars" and isinstance(old, Mapping) and new is not old:
+        return {**old, "default": new}
+    return new
+
+
 def merge_kind(data: Mapping[str, Any], where: Where) -> Mapping[str, Any]:
-    """A `kind:` service starts from the shipped definition; `vars` merge key by key (and
-    must be vars the kind declares) and any other key the site gives replaces the shipped one."""
+    """A `kind:` service starts from the shipped definition: each of its `vars` must be one
+    the kind declares and is checked against its type (its value becomes that var's default),
+    and any other key the site gives replaces the shipped one."""
     kind = data.get("kind")
     if kind is None:
         return data
     if not isinstance(kind, str):
         raise where.child("kind").error("must be a string")
     shipped = find_kind(kind, where.child("kind"))
-    user_vars = data.get("vars") or {}
-    if not isinstance(user_vars, Mapping):
-        raise where.child("vars").error("must be a mapping")
-    shipped_vars = dict(shipped.get("vars") or {})
-    unknown = set(user_vars) - set(shipped_vars)
-    if unknown:
-        raise where.child("vars").child(sorted(unknown)[0]).error(
-            f"not a var of kind {kind} (known: {', '.join(sorted(shipped_vars))})"
-        )
     merged = dict(shipped)
     merged.update({k: v for k, v in data.items() if k != "vars"})
-    merged["vars"] = {**shipped_vars, **user_vars}
+    merged["vars"] = set_vars(shipped.get("vars"), data.get("vars"), kind, where.child("vars"))
     return merged
 
 
@@ -192,10 +206,65 @@ def _service_files(config_path: Path) -> list[Path]:
     return sorted(directory.glob("*.yaml")) if directory.is_dir() else []
 
 
+def _definitions(data: Mapping[str, Any], config_path: Path, top: Where,
+                 problems: Problems) -> list[tuple[str, Any, Where]]:
+    """(name, definition, where) of every service: `services:` and services.d/*.yaml."""
+    found: list[tuple[str, Any, Where]] = []
+    services = data.get("services") or {}
+    if isinstance(services, Mapping):
+        found += [(str(n), d, top.child("services").child(str(n))) for n, d in services.items()]
+    else:
+        problems.add(top.child("services").error(
+            "must be a mapping of service name to definition"))
+    for extra in _service_files(config_path):
+        extra_data = problems.attempt(lambda extra=extra: read_yaml(extra) or {})
+        if extra_data is None:
+            continue
+        if not isinstance(extra_data, Mapping):
+            problems.add(ConfigError(str(extra), "", "must be a mapping of service name to "
+                                     "definition"))
+            continue
+        found += [(str(n), d, Where(str(extra), str(n))) for n, d in extra_data.items()]
+    return found
+
+
+def _service(name: str, definition: Any, where: Where,
+             env: jinja2.Environment) -> tuple[ServiceSpec, Any]:
+    """The service and its own `admin_hooks:` (raw, read with the top-level settings)."""
+    if not isinstance(definition, Mapping):
+        raise where.error("a service definition must be a mapping")
+    merged = merge_kind(definition, where)
+    return read_service(name, merged, where, env), merged.get("admin_hooks")
+
+
+def _services(definitions: list[tuple[str, Any, Where]], env: jinja2.Environment,
+              admin: Mapping[str, Any] | None, problems: Problems) -> list[ServiceSpec]:
+    specs: list[ServiceSpec] = []
+    overrides: list[tuple[Any, Where]] = []  # each service's own `admin_hooks:`
+    names: dict[str, Where] = {}
+    for name, definition, where in definitions:
+        if name in names:
+            problems.add(where.error(f"service {name!r} is defined twice"))
+            continue
+        names[name] = where
+        loaded = problems.attempt(_service, name, definition, where, env)
+        if loaded is not None:
+            specs.append(loaded[0])
+            overrides.append((loaded[1], where.child("admin_hooks")))
+    for spec in specs:
+        for value, service in spec.references.items():
+            if service not in names:
+                problems.add(names[spec.name].child("references").child(value).error(
+                    f"no service {service!r} (services: {', '.join(sorted(names))})"))
+    if admin is None or len(specs) < len(names):
+        return specs  # admin hook folders are matched against every service, once all load
+    return problems.attempt(lambda: admin_hooks.attach(specs, overrides, admin)) or specs
+
+
 def load_config(path: Path | str | None = None, *, check_state: bool = True) -> Config:
-    """The checked configuration, or ConfigError. `check_state`: the state directory must be
-    writable, or creatable, by this user (what `run`, `once` and `check` need; commands that
-    only read it may pass False)."""
+    """The checked configuration, or ConfigError listing every problem. `check_state`: the
+    state directory must be writable, or creatable, by this user (what `run`, `once` and
+    `check` need; commands that only read it may pass False)."""
     config_path = Path(path) if path else paths.DEFAULT_CONFIG
     top = Where(str(config_path))
     data = read_yaml(config_path)
@@ -203,66 +272,51 @@ def load_config(path: Path | str | None = None, *, check_state: bool = True) -> 
         data = {}
     if not isinstance(data, Mapping):
         raise top.error("the configuration must be a mapping")
-    known = {section.name for section in SECTIONS} | {o.name for o in TOP.options} | {"services"}
+    problems = Problems()
+    known = {section.name for section in SECTIONS} | set(TOP.names()) | {"services"}
     for key in data:
         if key not in known:
-            raise top.child(str(key)).error(f"unknown key (known: {', '.join(sorted(known))})")
+            problems.add(top.child(str(key)).error(
+                f"unknown key (known: {', '.join(sorted(known))})"))
 
-    ldap = read_section(LDAP, data.get("ldap"), top.child("ldap"))
-    _check_ldap(ldap, top.child("ldap"))
-    sync = read_section(SYNC, data.get("sync"), top.child("sync"))
-    logging_ = read_section(LOGGING, data.get("logging"), top.child("logging"))
-    _checked(check_tag, logging_["tag"], top.child("logging").child("tag"))
-    _checked(parse_syslog_address, logging_["syslog_address"],
-             top.child("logging").child("syslog_address"))
-    hooks = read_section(HOOKS, data.get("hooks"), top.child("hooks"))
-    _check_hook_path(hooks["path"], top.child("hooks").child("path"))
-    admin = read_section(ADMIN_HOOKS, data.get("admin_hooks"), top.child("admin_hooks"))
-    admin_hooks.check_dir(admin["dir"], top.child("admin_hooks").child("dir"))
-    retry = read_section(RETRY, data.get("retry"), top.child("retry"))
-    metrics = read_section(METRICS, data.get("metrics"), top.child("metrics"))
-    _absolute(metrics["path"], top.child("metrics").child("path"))
-    general = read_section(TOP, {k: v for k, v in data.items() if k in {o.name for o in TOP.options}}, top)
-    for i, directory in enumerate(general["templates"] or ()):
-        _absolute(directory, top.child("templates").child(i))
-    _absolute(general["pid_file"], top.child("pid_file"))
-    if check_state:
-        check_state_dir(general["state_dir"], top.child("state_dir"))
-    else:
-        _absolute(general["state_dir"], top.child("state_dir"))
+    def section(schema: Section) -> dict[str, Any]:
+        return read_section(schema, data.get(schema.name), top.child(schema.name), problems)
 
-    templates = tuple(Path(p) for p in general["templates"]) if general["templates"] else paths.templates_dirs()
-    env = make_environment(templates)
+    ldap = section(LDAP)
+    _check_ldap(ldap, top.child("ldap"), problems)
+    sync = section(SYNC)
+    logging_ = section(LOGGING)
+    for key, check in (("tag", check_tag), ("syslog_address", parse_syslog_address)):
+        if key in logging_:
+            problems.attempt(_checked, check, logging_[key], top.child("logging").child(key))
+    hooks = section(HOOKS)
+    if "path" in hooks:
+        problems.attempt(_check_hook_path, hooks["path"], top.child("hooks").child("path"))
+    admin = section(ADMIN_HOOKS)
+    if "dir" in admin:
+        problems.attempt(admin_hooks.check_dir, admin["dir"], top.child("admin_hooks").child("dir"))
+    retry = section(RETRY)
+    metrics = section(METRICS)
+    problems.attempt(_absolute, metrics.get("path"), top.child("metrics").child("path"))
+    general = read_section(TOP, {k: v for k, v in data.items() if k in TOP.names()}, top,
+                           problems)
+    problems.attempt(_absolute, general.get("pid_file"), top.child("pid_file"))
+    if "state_dir" in general:
+        problems.attempt(check_state_dir if check_state else _absolute, general["state_dir"],
+                         top.child("state_dir"))
+    templates = paths.templates_dirs()  # the shipped ones, unless `templates` is usable
+    if general.get("templates"):
+        before = len(problems.found)
+        for i, directory in enumerate(general["templates"]):
+            problems.attempt(_absolute, directory, top.child("templates").child(i))
+        if len(problems.found) == before:
+            templates = tuple(Path(p) for p in general["templates"])
 
-    definitions: list[tuple[str, Mapping[str, Any], Where]] = []
-    services = data.get("services") or {}
-    if not isinstance(services, Mapping):
-        raise top.child("services").error("must be a mapping of service name to definition")
-    definitions += [(str(n), d, top.child("services").child(str(n))) for n, d in services.items()]
-    for extra in _service_files(config_path):
-        extra_data = read_yaml(extra) or {}
-        if not isinstance(extra_data, Mapping):
-            raise ConfigError(str(extra), "", "must be a mapping of service name to definition")
-        definitions += [(str(n), d, Where(str(extra), str(n))) for n, d in extra_data.items()]
-
-    specs: list[ServiceSpec] = []
-    overrides: list[tuple[Any, Where]] = []  # each service's own `admin_hooks:`
-    for name, definition, where in definitions:
-        if any(spec.name == name for spec in specs):
-            raise where.error(f"service {name!r} is defined twice")
-        if not isinstance(definition, Mapping):
-            raise where.error("a service definition must be a mapping")
-        merged = merge_kind(definition, where)
-        specs.append(read_service(name, merged, where, env))
-        overrides.append((merged.get("admin_hooks"), where.child("admin_hooks")))
-
-    names = {spec.name for spec in specs}
-    for spec, (_, _, where) in zip(specs, definitions, strict=True):
-        for value, service in spec.references.items():
-            if service not in names:
-                raise where.child("references").child(value).error(
-                    f"no service {service!r} (services: {', '.join(sorted(names))})")
-    specs = admin_hooks.attach(specs, overrides, admin)
+    definitions = _definitions(data, config_path, top, problems)
+    complete = len(admin) == len(ADMIN_HOOKS.options)
+    specs = _services(definitions, make_environment(templates), admin if complete else None,
+                      problems)
+    problems.check()
 
     state_dir = Path(general["state_dir"])
     return Config(
@@ -287,4 +341,11 @@ def load_config(path: Path | str | None = None, *, check_state: bool = True) -> 
 
 
 def sample_config() -> str:
-    return sample_yaml((TOP, *SECTIONS), tail=SERVICES_SAMPLE)
+    return sample_yaml((TOP, *SECTIONS), tail=services_sample())
+
+
+def kind_vars(kind: str) -> dict[str, Any]:
+    """The typed value of every var of a shipped kind, as a service of it without `vars:`
+    gets them (ConfigError if one has no default)."""
+    where = Where(f"kind {kind}")
+    return read_vars(find_kind(kind, where).get("vars"), where.child("vars"))

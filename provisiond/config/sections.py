@@ -1,8 +1,13 @@
-"""The top-level configuration contract: every section and option, documented once."""
+"""The configuration contract: every section and option, and every key of a service
+definition, documented once (the sample config and docs/KINDS.md are generated from here)."""
 
 from __future__ import annotations
 
-from provisiond.config.schema import Option, Section
+from dataclasses import replace
+
+from provisiond.config.kind_vars import VAR_KEYS
+from provisiond.config.schema import Option, Section, reference_lines
+from provisiond.model.settings import StateAttributes
 
 LDAP = Section(
     "ldap",
@@ -127,10 +132,93 @@ METRICS = Section(
 
 SECTIONS = (LDAP, SYNC, LOGGING, HOOKS, ADMIN_HOOKS, RETRY, METRICS)
 
-SERVICES_SAMPLE = """
-# Services: name -> definition. A definition either names a shipped kind
-#   backups: {kind: backup-account, vars: {backup_root: /var/backup}}
-# or spells everything out (see etc/services.d/demo.yaml). Files in services.d/*.yaml
-# beside this file add services the same way.
-services: {}
-"""
+# A service's own `admin_hooks:` overrides the top-level defaults, option by option.
+SERVICE_ADMIN_HOOKS = Section(
+    "admin_hooks",
+    "This service's own admin hook settings (unset: the top-level admin_hooks' ones).",
+    tuple(replace(option, default=None) for option in ADMIN_HOOKS.options if option.name != "dir"),
+)
+
+_STOCK = StateAttributes()
+ATTRIBUTES = Section(
+    "attributes",
+    "The state machine's attribute names (stoney cloud's by default).",
+    (
+        Option("mode", "str", "The requested mode (add, modify, delete; -ing while at work, "
+               "-ed when done).", default=_STOCK.mode),
+        Option("state", "str", "0 while to do; the UTC time of the outcome when done.",
+               default=_STOCK.state),
+        Option("execution_date", "str", "0, or the UTC day (YYYYMMDD) from which on the "
+               "entry is acted on.", default=_STOCK.execution_date),
+        Option("return_value", "str", "The outcome: 0, or the failing step's code.",
+               default=_STOCK.return_value),
+        Option("message", "str", "Where the outcome's message and the claim token go "
+               "(unset: no message is written)."),
+    ),
+)
+
+SERVICE = Section(
+    "services.NAME",
+    "A service: which entries, which of their values, which steps per mode.",
+    (
+        Option("kind", "text", "The shipped definition this service starts from: "
+               "etc/kinds/KIND.yaml (/etc/provisiond/kinds first), listed in docs/KINDS.md. "
+               "Keys given here replace the kind's; `vars` are set one by one."),
+        Option("description", "text", "What the service is for (free text; docs/KINDS.md "
+               "shows a kind's)."),
+        Option("vars", "mapping", "Settings for templates, paths and hook argv "
+               "(`{{ vars.NAME }}`); `base`, `filter`, `active` and `roots` may use them too, "
+               "rendered once at load. A kind declares each with a value type: `NAME: {"
+               f"{', '.join(VAR_KEYS)}}}` plus the type's options, e.g. "
+               "`schedule_start_hour: {type: integer, min: 0, max: 23, default: 20}`; a plain "
+               "value declares an untyped var with that default. A service of a kind gives "
+               "plain values (`vars: {schedule_start_hour: 21}`), each checked against its "
+               "declared type at load."),
+        Option("base", "text", "The DN the service's entries are under.", required=True),
+        Option("scope", "str", "The search scope below base.", default="sub",
+               choices=("base", "one", "sub")),
+        Option("filter", "text", "The LDAP filter selecting the service's entries (the sync "
+               "filter adds an actionable mode and state 0).", default="(objectClass=*)"),
+        Option("attributes", "mapping", ATTRIBUTES.doc, section=ATTRIBUTES),
+        Option("values", "mapping", "The entry's typed values: `NAME: {attribute, type, ...}`"
+               " (the value types: docs/KINDS.md). Only validated values reach templates, paths"
+               " and hooks."),
+        Option("outputs", "mapping", "Values a hook may report with `provisiond-set "
+               "NAME=VALUE`, declared like values and written to the entry with the outcome."),
+        Option("preconditions", "mapping", "Per mode, the values an entry must have, e.g. "
+               "`delete: {active: false}`."),
+        Option("active", "text", "An extra LDAP filter: only the entries it matches are in "
+               "files rendered from all entries (`scope: all`)."),
+        Option("roots", "list", "Directories every path a step writes, creates or removes "
+               "must be inside; not /, nor a system directory such as /etc, /usr or /var.",
+               default=()),
+        Option("recover", "str", "own: resume only claims proven to be this daemon's; all: "
+               "adopt every stranded entry (one daemon per subtree).", default="own",
+               choices=("own", "all")),
+        Option("invalid_code", "int", "The ReturnValue when an entry's value is invalid (a "
+               "value's own `code` comes first).", default=1, minimum=1, maximum=999),
+        Option("references", "mapping", "`VALUE: SERVICE`: a single `dn` value that must name "
+               "an active entry of SERVICE; templates get it as `refs.VALUE`."),
+        Option("admin_hooks", "mapping", SERVICE_ADMIN_HOOKS.doc, section=SERVICE_ADMIN_HOOKS),
+        Option("steps", "mapping", "Per mode (add, modify, delete): a list of steps, or the "
+               "name of another mode (`modify: add`). A step has `name`, `code` (its "
+               "ReturnValue when it fails) and one of render, hook, mkdir, remove "
+               "(docs/ARCHITECTURE.md).", required=True),
+    ),
+)
+
+
+def services_sample() -> str:
+    """The end of the sample configuration: the `services:` key with every key of a service
+    definition documented."""
+    return "\n".join([
+        "",
+        "# Services: name -> definition. A definition either names a shipped kind",
+        "#   backups: {kind: backup-account, vars: {backup_root: /var/backup}}",
+        "# (docs/KINDS.md lists the kinds and their vars) or spells everything out (see",
+        "# etc/kinds/demo.yaml). Files in services.d/*.yaml beside this file add services the",
+        "# same way. The keys of a definition:",
+        *reference_lines(SERVICE, "  "),
+        "services: {}",
+        "",
+    ])

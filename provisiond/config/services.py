@@ -7,7 +7,6 @@ and key path instead of failing an entry at three in the morning.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -17,8 +16,10 @@ from typing import Any
 import jinja2
 
 from provisiond.config.files import check_template
-from provisiond.config.schema import Where
-from provisiond.config.sections import HOOKS
+from provisiond.config.kind_vars import read_vars
+from provisiond.config.schema import ConfigError, Problems, Where, read_section
+from provisiond.config.schema import mapping as _mapping
+from provisiond.config.sections import HOOKS, SERVICE
 from provisiond.config.syntax import check_dn, check_filter
 from provisiond.host.files import PathNotAllowed, check_root
 from provisiond.host.jinja import RenderError, check_string, render_string
@@ -35,23 +36,10 @@ from provisiond.model.settings import (
 )
 from provisiond.model.values import DnType, SpecError, ValueSpec, has_control_characters
 
-SERVICE_KEYS = {
-    "kind", "vars", "base", "scope", "filter", "attributes", "values", "outputs",
-    "preconditions", "active", "roots", "recover", "invalid_code", "steps", "references",
-    "admin_hooks",  # read by config/admin_hooks.py
-}
 STEP_ACTIONS = ("render", "hook", "mkdir", "remove")
 # `values.items` in a template would find the dict method, not the value.
 RESERVED_VALUE_NAMES = frozenset(n for n in dir(dict) if not n.startswith("_"))
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-
-
-def _mapping(data: Any, where: Where) -> Mapping[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise where.error(f"must be a mapping, not {type(data).__name__}")
-    return data
 
 
 def _text(data: Mapping[str, Any], key: str, where: Where, default: str | None = None) -> str:
@@ -197,14 +185,8 @@ def _values(data: Any, where: Where) -> tuple[ValueSpec, ...]:
     return tuple(specs)
 
 
-def _attributes(data: Any, where: Where) -> StateAttributes:
-    data = _mapping(data, where)
-    known = ("mode", "state", "execution_date", "return_value", "message")
-    unknown = set(data) - set(known)
-    if unknown:
-        raise where.child(sorted(unknown)[0]).error(f"unknown (known: {', '.join(known)})")
-    defaults = StateAttributes()
-    names = {key: data.get(key, getattr(defaults, key)) for key in known}
+def _attributes(names: Mapping[str, Any], where: Where) -> StateAttributes:
+    """`names`: the `attributes:` mapping as the ATTRIBUTES section read it."""
     for key, value in names.items():
         if value is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*", str(value)):
             raise where.child(key).error(f"not an LDAP attribute name: {value!r}")
@@ -278,18 +260,6 @@ def _programs(steps: Mapping[str, tuple[Step, ...]], vars_: Mapping[str, Any],
             for mode, found in steps.items()}
 
 
-def _finite(data: Any, where: Where) -> None:
-    """Vars reach templates and their filters: a YAML .nan or .inf there is a mistake."""
-    if isinstance(data, float) and not math.isfinite(data):
-        raise where.error(f"must be a finite number, not {data!r}")
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            _finite(value, where.child(str(key)))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            _finite(value, where.child(i))
-
-
 def _checked(check: Callable[[str], str], text: str, where: Where) -> str:
     try:
         return check(text)
@@ -309,62 +279,72 @@ def _check_roots(roots: tuple[Path, ...], steps: Mapping[str, tuple[Step, ...]],
                                   "and every path must be inside one of the roots")
 
 
+def _roots(roots: tuple[str, ...], vars_: Mapping[str, Any], where: Where,
+           env: jinja2.Environment) -> tuple[Path, ...]:
+    problems = Problems()
+    found = []
+    for i, root in enumerate(roots):
+        at = where.child(i)
+        try:  # after rendering: `{{ vars.root }}` with root "/var/.." is / too
+            found.append(check_root(_expand(root, vars_, at, env)))
+        except PathNotAllowed as exc:
+            problems.add(at.error(str(exc)))
+        except ConfigError as exc:
+            problems.add(exc)
+    problems.check()
+    return tuple(found)
+
+
+def _search(key: str, check: Callable[[str], str], given: Mapping[str, Any],
+            vars_: Mapping[str, Any], where: Where, env: jinja2.Environment) -> str:
+    """`base`, `filter` or `active`, rendered from vars and checked (no `active`: "")."""
+    text = given[key]
+    if not text:
+        if key == "active":
+            return ""
+        raise where.child(key).error("must not be empty")
+    return _checked(check, _expand(text, vars_, where.child(key), env), where.child(key))
+
+
 def read_service(
     name: str, data: Mapping[str, Any], where: Where, env: jinja2.Environment
 ) -> ServiceSpec:
-    """Build a ServiceSpec from an already kind-merged definition mapping."""
+    """Build a ServiceSpec from an already kind-merged definition mapping. Every problem is
+    reported (one ConfigError listing them); a part that depends on a broken one (a filter
+    using vars, preconditions naming values) is checked once that one is fixed."""
+    problems = Problems()
     if not NAME.fullmatch(name):
-        raise where.error("service names are lowercase letters, digits, '-' and '_'")
-    unknown = set(data) - SERVICE_KEYS
-    if unknown:
-        raise where.child(sorted(unknown)[0]).error(
-            f"unknown service key (known: {', '.join(sorted(SERVICE_KEYS))})"
-        )
-    vars_ = dict(_mapping(data.get("vars"), where.child("vars")))
-    _finite(vars_, where.child("vars"))
-    scope = data.get("scope", "sub")
-    if scope not in ("base", "one", "sub"):
-        raise where.child("scope").error("must be base, one or sub")
-    recover = data.get("recover", "own")
-    if recover not in ("own", "all"):
-        raise where.child("recover").error("must be own or all")
-    values = _values(data.get("values"), where.child("values"))
-    outputs = _values(data.get("outputs"), where.child("outputs"))
-    roots = data.get("roots") or []
-    if not isinstance(roots, list):
-        raise where.child("roots").error("must be a list of absolute directories")
-    root_paths = []
-    for i, root in enumerate(roots):
-        at = where.child("roots").child(i)
-        try:  # after rendering: `{{ vars.root }}` with root "/var/.." is / too
-            root_paths.append(check_root(_expand(str(root), vars_, at, env)))
-        except PathNotAllowed as exc:
-            raise at.error(str(exc)) from exc
-    active = data.get("active") or ""
-    if not isinstance(active, str):
-        raise where.child("active").error("must be a string (an LDAP filter)")
-    steps = _programs(_steps(env, data.get("steps"), where.child("steps")), vars_, env,
-                      where.child("steps"))
-    _check_roots(tuple(root_paths), steps, where.child("roots"))
-    return ServiceSpec(
-        name=name,
-        kind=data.get("kind"),
-        base=_checked(check_dn, _expand(_text(data, "base", where), vars_, where.child("base"), env),
-                      where.child("base")),
-        filter=_checked(check_filter, _expand(_text(data, "filter", where, "(objectClass=*)"),
-                                              vars_, where.child("filter"), env),
-                        where.child("filter")),
-        scope=scope,
-        attributes=_attributes(data.get("attributes"), where.child("attributes")),
-        values=values,
-        outputs=outputs,
-        preconditions=_preconditions(data.get("preconditions"), where.child("preconditions"), values),
-        active=_checked(check_filter, _expand(active, vars_, where.child("active"), env),
-                        where.child("active")) if active else "",
-        roots=tuple(root_paths),
-        vars=vars_,
-        recover=recover,
-        invalid_code=_code(data.get("invalid_code", 1), where.child("invalid_code")),
-        references=_references(data.get("references"), where.child("references"), values),
-        steps=steps,
-    )
+        problems.add(where.error("service names are lowercase letters, digits, '-' and '_'"))
+    given = read_section(SERVICE, data, where, problems)  # keys, types, choices, bounds
+    parts: dict[str, Any] = {"name": name}
+    parts.update({key: given[key] for key in ("kind", "scope", "recover", "invalid_code")
+                  if key in given})
+
+    def part(key: str, needs: tuple[str, ...], read: Callable[..., Any], *args: Any) -> None:
+        """parts[key] = read(*args), if `key` and what it `needs` were read well."""
+        if key in given and all(need in parts for need in needs):
+            try:
+                parts[key] = read(*args)
+            except ConfigError as exc:
+                problems.add(exc)
+
+    part("vars", (), read_vars, given.get("vars"), where.child("vars"))
+    part("attributes", (), _attributes, given.get("attributes"), where.child("attributes"))
+    part("values", (), _values, given.get("values"), where.child("values"))
+    part("outputs", (), _values, given.get("outputs"), where.child("outputs"))
+    vars_ = parts.get("vars", {})
+    for key, check in (("base", check_dn), ("filter", check_filter), ("active", check_filter)):
+        part(key, ("vars",), _search, key, check, given, vars_, where, env)
+    part("roots", ("vars",), _roots, given.get("roots"), vars_, where.child("roots"), env)
+    if "steps" in given and "vars" in parts:
+        part("steps", (), lambda: _programs(_steps(env, given["steps"], where.child("steps")),
+                                            vars_, env, where.child("steps")))
+    values = parts.get("values", ())
+    part("preconditions", ("values",), _preconditions, given.get("preconditions"),
+         where.child("preconditions"), values)
+    part("references", ("values",), _references, given.get("references"),
+         where.child("references"), values)
+    if "roots" in parts and "steps" in parts:
+        problems.attempt(lambda: _check_roots(parts["roots"], parts["steps"], where.child("roots")))
+    problems.check()
+    return ServiceSpec(**parts)

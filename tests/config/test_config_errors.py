@@ -100,7 +100,9 @@ ROWS: list[Row] = [
     Row("root /usr/", service(roots=["/usr/"]), "services.x.roots[0]", "system directory"),
     Row("root ///var/lib/..", service(roots=["///var/lib/.."]), "services.x.roots[0]",
         "system directory"),
-    Row("demo var root /var/..", demo(root="/var/.."), "services.demo.roots[0]", "is /"),
+    Row("demo var root /", demo(root="/"), "services.demo.roots[0]", "is /"),
+    Row("demo var root /var/..", demo(root="/var/.."), "services.demo.vars.root",
+        "not normalized"),  # a typed var (a path) is refused before it becomes a root
     Row("root symlink to /", service(roots=["{{ vars.link }}"], vars={"link": "LINK"}),
         "services.x.roots[0]", "resolves to /", prepare=lambda d: (d / "up").symlink_to("/")),
     # item 6: every number is finite and bounded; file modes are not silently misread
@@ -179,7 +181,9 @@ ROWS: list[Row] = [
     Row("active unbalanced", service(active="(&(a=b)"), "services.x.active",
         "not an LDAP filter"),
     Row("base not a DN", service(base="not a dn"), "services.x.base", "not a DN"),
-    Row("base from a var not a DN", demo(base="ou=demo,,dc=x"), "services.demo.base",
+    Row("base from a var not a DN", service(base="{{ vars.b }}", vars={"b": "ou=demo,,dc=x"}),
+        "services.x.base", "not a DN"),
+    Row("typed var base not a DN", demo(base="ou=demo,,dc=x"), "services.demo.vars.base",
         "not a DN"),
     Row("bind_dn not a DN", {"ldap": {"bind_dn": "cn"}}, "ldap.bind_dn", "not a DN"),
     Row("start_tls with ldaps", {"ldap": {"uri": "ldaps://x", "start_tls": True}},

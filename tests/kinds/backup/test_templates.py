@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from provisiond import paths
 from provisiond.aggregates.mirror import Member
+from provisiond.config.load import kind_vars
 from provisiond.host.jinja import make_environment
 
-KIND = yaml.safe_load((paths.kinds_dirs()[1] / "backup-account.yaml").read_text())
+KIND_VARS = kind_vars("backup-account")  # typed, as a service of the kind gets them
 ENV = make_environment(paths.templates_dirs())
 LEVELS = ("hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -27,7 +27,7 @@ def values(uid: str = "1234567", counts: tuple[int, ...] = (0, 7, 4, 6, 0),
 
 
 def render_config(tmp_path: Path, counts: tuple[int, ...]) -> str:
-    vars_ = {**KIND["vars"], "backup_root": str(tmp_path / "backup"),
+    vars_ = {**KIND_VARS, "backup_root": str(tmp_path / "backup"),
              "lock_dir": str(tmp_path)}
     context = {"service": "backup", "vars": vars_, "outputs": {},
                "entry": {"dn": "uid=1234567,ou=x", "uuid": "u-1", "mode": "add"},
@@ -66,7 +66,7 @@ def test_retain_levels_pass_the_real_configtest(
 
 
 def schedule(entries: list[Member], **overrides: Any) -> list[list[str]]:
-    vars_ = {**KIND["vars"], **overrides}
+    vars_ = {**KIND_VARS, **overrides}
     text = ENV.get_template("backup-account/schedule.cron.j2").render(
         {"service": "backup", "vars": vars_, "entries": entries})
     assert text.endswith("\n")
