@@ -336,15 +336,14 @@ def read_service(
     for key, check in (("base", check_dn), ("filter", check_filter), ("active", check_filter)):
         part(key, ("vars",), _search, key, check, given, vars_, where, env)
     part("roots", ("vars",), _roots, given.get("roots"), vars_, where.child("roots"), env)
-    if "steps" in given and "vars" in parts:
-        part("steps", (), lambda: _programs(_steps(env, given["steps"], where.child("steps")),
-                                            vars_, env, where.child("steps")))
+    part("steps", ("vars",), lambda: _programs(
+        _steps(env, given["steps"], where.child("steps")), vars_, env, where.child("steps")))
     values = parts.get("values", ())
     part("preconditions", ("values",), _preconditions, given.get("preconditions"),
          where.child("preconditions"), values)
     part("references", ("values",), _references, given.get("references"),
          where.child("references"), values)
     if "roots" in parts and "steps" in parts:
-        problems.attempt(lambda: _check_roots(parts["roots"], parts["steps"], where.child("roots")))
+        problems.attempt(_check_roots, parts["roots"], parts["steps"], where.child("roots"))
     problems.check()
     return ServiceSpec(**parts)
