@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.loaded_config = load_config(
                 args.config, check_state=getattr(module, "WRITES_STATE", True))
         except ConfigError as exc:
-            print(f"provisiond: configuration error: {exc}", file=sys.stderr)
+            for error in exc.errors:
+                print(f"provisiond: configuration error: {error.line()}", file=sys.stderr)
             return EX_CONFIG
     return int(module.run(args))
 

@@ -28,7 +28,7 @@ from provisiond.model.value_types import (
     BytesType,
     SpecError,
     ValueType,
-    _format_size,
+    format_size,
 )
 from provisiond.model.values import as_text
 
@@ -205,7 +205,7 @@ def describe_type(value_type: ValueType | None, multi: bool = False,
         if value != option.default:
             shown = value.pattern if hasattr(value, "pattern") else value
             if isinstance(value_type, BytesType):  # min 1M, not 1048576
-                shown = _format_size(value)
+                shown = format_size(value)
             shown = ", ".join(map(str, shown)) if isinstance(shown, tuple) else shown
             options.append(f"{option.name} {shown}")
     if multi:

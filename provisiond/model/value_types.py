@@ -277,7 +277,7 @@ def _parse_size(raw: str) -> int:
     return value
 
 
-def _format_size(value: int) -> str:
+def format_size(value: int) -> str:
     power = next((p for p in range(5, 0, -1) if value and value % 1024**p == 0), 0)
     return f"{value // 1024**power}{_UNITS[power - 1]}" if power else str(value)
 
@@ -294,10 +294,10 @@ class BytesType(ValueType):
     max: int | None = _opt("largest size, same notation", _size_opt)
 
     def __post_init__(self) -> None:
-        _check_range(self.min, self.max, _format_size)
+        _check_range(self.min, self.max, format_size)
 
     def parse(self, raw: str) -> int:
-        return _bounded(_parse_size(_check_text(raw, 24)), self.min, self.max, _format_size)
+        return _bounded(_parse_size(_check_text(raw, 24)), self.min, self.max, format_size)
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,10 @@ class Runner:
                 try:
                     return load_config(self.config_path)
                 except ConfigError as exc:
-                    log.error(kv(event="reload-rejected", file=exc.file, key=exc.key or None,
-                                 reason=exc.reason, msg="keeping the running configuration"))
+                    for error in exc.errors:
+                        log.error(kv(event="reload-rejected", file=error.file,
+                                     key=error.key or None, reason=error.reason,
+                                     msg="keeping the running configuration"))
                     if self.engine is not None:
                         self.notifier.ready(status_line(self.engine))
 
