@@ -3,10 +3,13 @@
     foundation  provisiond (the package), exitcodes, logfmt, paths
     model       the pure model: lifecycle, values and value types, settings, work items
     host        host effects: crash-safe files, Jinja, hook supervision, temp sweep, host locks
-    config      loading and checking the configuration and the service kinds
+    config      the configuration's vocabulary: schema and sections, files, readers of options,
+                LDAP syntax, admin hook directories, typed kind vars
     directory   LDAP: connections, reads and writes, the change stream
     aggregates  files rendered from all entries: mirrors, last provisioned values
     steps       step types: each one's config parsing, plan, run, check and preview
+    loading     the configuration loaded (the `provisiond.config` package, its `load` and
+                `services`): a service's steps are read by their step types
     core        the effectful engine: intake, workers, pipeline, recovery, scheduler, journal
     process     the daemon: signals, systemd notify, metrics, logging
     operate     operator tools: status, check, preview, retry, diagnose
@@ -28,10 +31,13 @@ LAYERS = [
     {"provisiond", "provisiond.exitcodes", "provisiond.logfmt", "provisiond.paths"},
     {"provisiond.model"},
     {"provisiond.host"},
-    {"provisiond.config"},
+    {"provisiond.config.schema", "provisiond.config.sections", "provisiond.config.files",
+     "provisiond.config.readers", "provisiond.config.syntax", "provisiond.config.admin_hooks",
+     "provisiond.config.kind_vars"},
     {"provisiond.directory"},
     {"provisiond.aggregates"},
     {"provisiond.steps"},
+    {"provisiond.config"},  # the package and its other modules: loading
     {"provisiond.core"},
     {"provisiond.process"},
     {"provisiond.operate"},

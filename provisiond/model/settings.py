@@ -87,6 +87,10 @@ class StateAttributes:
         return base + ((self.message,) if self.message else ())
 
 
+# What a step does, as its step type read it from the definition (one Action per type in
+# provisiond/steps, which finds a step's type by its Action's class).
+
+
 @dataclass(frozen=True)
 class RenderAction:
     template: str
@@ -125,17 +129,6 @@ class Step:
     action: Action
     admin: Literal["", "pre", "post"] = ""  # an admin hook (hooks.d) run before/after the steps
     fatal: bool = True  # False: a failure is logged and the entry goes on (post_failure: log)
-
-    @property
-    def kind(self) -> str:
-        if self.admin:
-            return "admin hook"
-        return {
-            RenderAction: "render",
-            HookAction: "hook",
-            MkdirAction: "mkdir",
-            RemoveAction: "remove",
-        }[type(self.action)]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ it takes the values the entry already carries, and says so when a step needs one
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 import jinja2
@@ -39,20 +39,13 @@ from provisiond.steps import kind_of, step_type
 from provisiond.steps.base import STEP_ERRORS, Context, Description
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepPreview:
     number: int
     name: str
     kind: str
     code: int
-    summary: str = ""
-    path: str | None = None
-    changes: bool = False
-    diff: str | None = None
-    argv: list[str] | None = None
-    environment: dict[str, str] | None = None
-    validate: list[str] | None = None
-    error: str | None = None
+    shown: Description  # its plan described by its type (JSON: these fields beside the above)
 
 
 @dataclass
@@ -72,7 +65,7 @@ class Preview:
 
     @property
     def complete(self) -> bool:
-        return self.invalid is None and all(step.error is None for step in self.steps)
+        return self.invalid is None and all(step.shown.error is None for step in self.steps)
 
 
 def choose_mode(state: lifecycle.EntryState, requested: str | None) -> tuple[str, str]:
@@ -155,11 +148,11 @@ class Previewer:
             described = Description(summary="", error=f"{exc}{hint}")
         except (*STEP_ERRORS, ValueError) as exc:
             described = Description(summary="", error=str(exc))
-        shown = StepPreview(number=number, name=step.name, kind=kind_of(step), code=step.code,
-                            **asdict(described))
-        if shown.error:
-            shown.summary = f"would fail with ReturnValue {step.code}: {shown.error}"
-        return shown
+        if described.error:
+            described = replace(described, summary=f"would fail with ReturnValue {step.code}: "
+                                                   f"{described.error}")
+        return StepPreview(number=number, name=step.name, kind=kind_of(step), code=step.code,
+                           shown=described)
 
 
 def format_text(preview: Preview, out: TextIO) -> None:
@@ -184,13 +177,14 @@ def format_text(preview: Preview, out: TextIO) -> None:
     for step in preview.steps:
         print(file=out)
         print(f"step {step.number}/{total} \"{step.name}\" ({step.kind}, code {step.code}): "
-              f"{terminal_safe(step.summary)}", file=out)
-        if step.argv:
-            print("  argv: " + " ".join(_quote(a) for a in step.argv), file=out)
-        if step.validate:
-            print("  validated with: " + " ".join(_quote(a) for a in step.validate), file=out)
-        if step.diff:
-            out.write(step.diff)
+              f"{terminal_safe(step.shown.summary)}", file=out)
+        if step.shown.argv:
+            print("  argv: " + " ".join(_quote(a) for a in step.shown.argv), file=out)
+        if step.shown.validate:
+            print("  validated with: " + " ".join(_quote(a) for a in step.shown.validate),
+                  file=out)
+        if step.shown.diff:
+            out.write(step.shown.diff)
     print(file=out)
     print("preview only: nothing was written, no hook was run.", file=out)
 
@@ -203,6 +197,8 @@ def _quote(arg: str) -> str:
 
 def format_json(preview: Preview, out: TextIO) -> None:
     data = asdict(preview)
+    data["steps"] = [{**{k: v for k, v in step.items() if k != "shown"}, **step["shown"]}
+                     for step in data["steps"]]
     data["complete"] = preview.complete
     json.dump(data, out, indent=2)
     out.write("\n")

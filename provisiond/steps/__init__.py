@@ -14,11 +14,11 @@ from typing import Any
 
 import jinja2
 
+from provisiond.config import readers
 from provisiond.config.schema import Where
 from provisiond.host.jinja import RenderError, render_string
 from provisiond.model.settings import Step
 from provisiond.model.values import has_control_characters
-from provisiond.steps import syntax
 from provisiond.steps.base import StepType
 from provisiond.steps.hook import HOOK
 from provisiond.steps.mkdir import MKDIR
@@ -43,7 +43,7 @@ def kind_of(step: Step) -> str:
 def parse_step(data: Any, where: Where, env: jinja2.Environment) -> Step:
     """A step definition: `name`, `code` and exactly one step type's key (with that type's
     options beside it)."""
-    data = syntax.mapping(data, where)
+    data = readers.mapping(data, where)
     kinds = [name for name in STEP_TYPES if name in data]
     if len(kinds) != 1:
         raise where.error(f"needs exactly one of {', '.join(STEP_TYPES)}")
@@ -59,8 +59,8 @@ def parse_step(data: Any, where: Where, env: jinja2.Environment) -> Step:
         if option in data and kind.name not in names:
             raise where.child(option).error(f"only {' and '.join(names)} steps have a {option}")
     action = kind.parse(data, where, env)
-    return Step(name=syntax.text(data, "name", where),
-                code=syntax.code(data.get("code"), where.child("code")), action=action)
+    return Step(name=readers.text(data, "name", where),
+                code=readers.code(data.get("code"), where.child("code")), action=action)
 
 
 def bind_programs(step: Step, vars_: Mapping[str, Any], env: jinja2.Environment,

@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from provisiond.config import readers
 from provisiond.config.admin_hooks import unsafe_program
 from provisiond.config.schema import Where
 from provisiond.config.sections import HOOKS
@@ -27,7 +28,6 @@ from provisiond.host.jinja import render_string
 from provisiond.model.settings import Action, HookAction, HookSettings, ServiceSpec, Step
 from provisiond.model.values import as_text
 from provisiond.model.work import Job, Outcome
-from provisiond.steps import syntax
 from provisiond.steps.base import (
     Check,
     Context,
@@ -57,7 +57,7 @@ class HookStep(StepType[HookPlan]):
         timeout = data.get("timeout")
         if timeout is not None:  # finite and in the range of hooks.timeout
             timeout = HOOKS.option("timeout").read(timeout, where.child("timeout"))
-        return HookAction(argv=syntax.argv(env, data[self.name], where.child(self.name)),
+        return HookAction(argv=readers.argv(env, data[self.name], where.child(self.name)),
                           timeout=timeout)
 
     def bind_programs(self, action: Action, program: Callable[[str, Where], str],

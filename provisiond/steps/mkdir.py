@@ -18,13 +18,13 @@ from typing import Any
 
 import jinja2
 
+from provisiond.config import readers
 from provisiond.config.schema import Where
 from provisiond.host.files import make_directory
 from provisiond.host.jinja import render_string
 from provisiond.logfmt import kv
 from provisiond.model.settings import Action, HookSettings, MkdirAction, ServiceSpec, Step
 from provisiond.model.work import Job, Outcome
-from provisiond.steps import syntax
 from provisiond.steps.base import (
     Check,
     Context,
@@ -51,18 +51,15 @@ class MkdirStep(StepType[MkdirPlan]):
 
     def parse(self, data: Mapping[str, Any], where: Where, env: jinja2.Environment) -> Action:
         where = where.child(self.name)
-        given = data[self.name]
-        given = syntax.mapping({"path": given} if isinstance(given, str) else given, where)
-        unknown = set(given) - {"path", "mode", "owner", "group"}
-        if unknown:
-            raise where.child(sorted(unknown)[0]).error("unknown option")
-        path = syntax.inline(env, syntax.text(given, "path", where), where.child("path"))
+        given = readers.options(data[self.name], where, ("path", "mode", "owner", "group"),
+                                shorthand="path")
+        path = readers.inline(env, readers.text(given, "path", where), where.child("path"))
         owner, group = given.get("owner"), given.get("group")
         return MkdirAction(
             path=path,
-            dir_mode=syntax.octal(given.get("mode"), where.child("mode"), 0o755),
-            owner=syntax.inline(env, str(owner), where.child("owner")) if owner is not None else None,
-            group=syntax.inline(env, str(group), where.child("group")) if group is not None else None,
+            dir_mode=readers.octal(given.get("mode"), where.child("mode"), 0o755),
+            owner=readers.inline(env, str(owner), where.child("owner")) if owner is not None else None,
+            group=readers.inline(env, str(group), where.child("group")) if group is not None else None,
         )
 
     def bind_programs(self, action: Action, program: Callable[[str, Where], str],

@@ -12,12 +12,12 @@ from typing import Any
 
 import jinja2
 
+from provisiond.config import readers
 from provisiond.config.schema import Where
 from provisiond.host.files import remove_path
 from provisiond.logfmt import kv
 from provisiond.model.settings import Action, HookSettings, RemoveAction, ServiceSpec, Step
 from provisiond.model.work import Job, Outcome
-from provisiond.steps import syntax
 from provisiond.steps.base import Check, Context, Description, Plan, StepType, target_path
 
 log = logging.getLogger("provisiond.steps")
@@ -34,12 +34,8 @@ class RemoveStep(StepType[RemovePlan]):
 
     def parse(self, data: Mapping[str, Any], where: Where, env: jinja2.Environment) -> Action:
         where = where.child(self.name)
-        given = data[self.name]
-        given = syntax.mapping({"path": given} if isinstance(given, str) else given, where)
-        unknown = set(given) - {"path"}
-        if unknown:
-            raise where.child(sorted(unknown)[0]).error("unknown option")
-        return RemoveAction(path=syntax.inline(env, syntax.text(given, "path", where),
+        given = readers.options(data[self.name], where, ("path",), shorthand="path")
+        return RemoveAction(path=readers.inline(env, readers.text(given, "path", where),
                                                where.child("path")))
 
     def bind_programs(self, action: Action, program: Callable[[str, Where], str],

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from provisiond.aggregates.mirror import Member
+from provisiond.config import readers
 from provisiond.config.schema import Where
 from provisiond.host.files import (
     PathNotAllowed,
@@ -34,7 +35,6 @@ from provisiond.host.jinja import render_string, render_template
 from provisiond.logfmt import kv
 from provisiond.model.settings import Action, HookSettings, RenderAction, ServiceSpec, Step
 from provisiond.model.work import Job, Outcome
-from provisiond.steps import syntax
 from provisiond.steps.base import (
     Check,
     Context,
@@ -74,11 +74,9 @@ class RenderStep(StepType[RenderPlan]):
 
     def parse(self, data: Mapping[str, Any], where: Where, env: jinja2.Environment) -> Action:
         where = where.child(self.name)
-        data = syntax.mapping(data[self.name], where)
-        unknown = set(data) - {"template", "path", "scope", "validate", "mode"}
-        if unknown:
-            raise where.child(sorted(unknown)[0]).error("unknown option")
-        template = syntax.template(env, syntax.text(data, "template", where),
+        data = readers.options(data[self.name], where, ("template", "path", "scope", "validate",
+                                                         "mode"))
+        template = readers.template(env, readers.text(data, "template", where),
                                    where.child("template"))
         scope = data.get("scope", "entry")
         if scope not in ("entry", "all"):
@@ -86,10 +84,10 @@ class RenderStep(StepType[RenderPlan]):
         validate = data.get("validate")
         return RenderAction(
             template=template,
-            path=syntax.inline(env, syntax.text(data, "path", where), where.child("path")),
+            path=readers.inline(env, readers.text(data, "path", where), where.child("path")),
             scope=scope,
-            validate=syntax.argv(env, validate, where.child("validate")) if validate else (),
-            file_mode=syntax.octal(data.get("mode"), where.child("mode"), 0o644),
+            validate=readers.argv(env, validate, where.child("validate")) if validate else (),
+            file_mode=readers.octal(data.get("mode"), where.child("mode"), 0o644),
         )
 
     def bind_programs(self, action: Action, program: Callable[[str, Where], str],

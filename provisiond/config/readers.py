@@ -1,24 +1,31 @@
-"""Reading the options of a step definition: each reader checks one YAML value and raises a
-ConfigError naming its key path, so a typo stops the load instead of failing an entry."""
+"""Readers of single options in a service definition (step types read theirs with these):
+each checks one YAML value and raises a ConfigError naming its key path, so a typo stops the
+load instead of failing an entry."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import jinja2
 
 from provisiond.config.files import check_template
-from provisiond.config.schema import Where
+from provisiond.config.schema import Where, mapping
 from provisiond.host.jinja import check_string
 
+__all__ = ["argv", "code", "inline", "mapping", "octal", "options", "template", "text"]
 
-def mapping(data: Any, where: Where) -> Mapping[str, Any]:
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise where.error(f"must be a mapping, not {type(data).__name__}")
+
+def options(data: Any, where: Where, known: Collection[str],
+            shorthand: str | None = None) -> Mapping[str, Any]:
+    """A mapping of options, none of them unknown (a plain string: the `shorthand` option)."""
+    if shorthand is not None and isinstance(data, str):
+        data = {shorthand: data}
+    data = mapping(data, where)
+    unknown = set(data) - set(known)
+    if unknown:
+        raise where.child(sorted(unknown)[0]).error("unknown option")
     return data
 
 
