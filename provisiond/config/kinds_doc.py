@@ -24,7 +24,7 @@ from provisiond.host.jinja import make_environment, render_string
 from provisiond.model.value_types import COMMON_KEYS, TYPES
 from provisiond.model.values import ValueSpec, as_text
 
-STEP_KEYS = ("name", "code", "timeout")
+STEP_KEYS = ("name", "code", "timeout", "when")
 ENV = make_environment(())
 
 INTRO = """\
@@ -116,7 +116,8 @@ def _steps(data: Mapping[str, Any]) -> list[str]:
             continue
         for step in steps:
             kind = next((key for key in step if key not in STEP_KEYS), "")
-            rows.append((mode, _cell(step.get("name", "")), kind, step.get("code", "")))
+            when = f" (when `{_line(step['when'])}`)" if step.get("when") else ""
+            rows.append((mode, _cell(step.get("name", "")) + when, kind, step.get("code", "")))
     return _table(("mode", "step", "type", "ReturnValue when it fails"), rows)
 
 

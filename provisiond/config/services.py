@@ -23,7 +23,13 @@ from provisiond.config.sections import SERVICE
 from provisiond.config.syntax import check_dn, check_filter
 from provisiond.host.files import PathNotAllowed, check_root
 from provisiond.host.jinja import render_string
-from provisiond.model.settings import REQUEST_MODES, ServiceSpec, StateAttributes, Step
+from provisiond.model.settings import (
+    REQUEST_MODES,
+    RenderAction,
+    ServiceSpec,
+    StateAttributes,
+    Step,
+)
 from provisiond.model.values import DnType, SpecError, ValueSpec
 
 # `values.items` in a template would find the dict method, not the value.
@@ -153,6 +159,27 @@ def _check_roots(roots: tuple[Path, ...], steps: Mapping[str, tuple[Step, ...]],
                                   " writes a path, and every path must be inside one of the roots")
 
 
+def _check_conditions(steps: Mapping[str, tuple[Step, ...]], values: tuple[ValueSpec, ...],
+                      vars_: Mapping[str, Any], where: Where) -> None:
+    """A step's `when:` may read only values and vars the service declares: a typo would
+    otherwise skip (or run) the step for every entry without a word."""
+    declared = {"values": {spec.name for spec in values}, "vars": set(vars_),
+                "entry": {"mode"}}
+    for mode, mode_steps in steps.items():
+        for i, step in enumerate(mode_steps):
+            names = step.when.names() if step.when else frozenset()
+            unknown = sorted(str(name) for name in names if name.name not in declared[name.root])
+            at = where.child(mode).child(i).child("when")
+            if unknown:
+                raise at.error(f"{unknown[0]} is not declared by the service (its "
+                               f"{unknown[0].split('.')[0]} are what a condition may read)")
+            action = step.action
+            if isinstance(action, RenderAction) and action.scope == "all" and any(
+                    name.root != "vars" for name in names):
+                raise at.error("a file of all entries is also rendered without an entry (at "
+                               "start, on refresh): its condition may read vars only")
+
+
 def _roots(roots: tuple[str, ...], vars_: Mapping[str, Any], where: Where,
            env: jinja2.Environment) -> tuple[Path, ...]:
     problems = Problems()
@@ -219,5 +246,7 @@ def read_service(
          where.child("references"), values)
     if "roots" in parts and "steps" in parts:
         problems.attempt(_check_roots, parts["roots"], parts["steps"], where.child("roots"))
+    if "steps" in parts and all(key in parts or key not in given for key in ("values", "vars")):
+        problems.attempt(_check_conditions, parts["steps"], values, vars_, where.child("steps"))
     problems.check()
     return ServiceSpec(**parts)

@@ -8,7 +8,8 @@ hooks around the service's own (config/admin_hooks.py); a post hook under `post_
 is the one step whose failure is logged and passed over.
 
 A step is planned just before it runs, with the outputs of the hooks before it: the plan is
-what `provisiond render` shows, the run carries it out.
+what `provisiond render` shows, the run carries it out. A step whose `when:` does not hold
+for the job is skipped (model/conditions.py).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class Pipeline:
         steps = job.service.steps_for(job.request)
         while outcome.next_step < len(steps):
             step = steps[outcome.next_step]
+            if not step.applies(job.values, job.service.vars, job.request):
+                log.info(kv(event="step-skipped", service=job.service.name, dn=job.dn,
+                            uuid=job.uuid, mode=job.request, step=step.name, reason="when",
+                            when=step.when.source if step.when else None))
+                outcome.next_step += 1
+                continue
             started = self.clock()
             try:
                 try:

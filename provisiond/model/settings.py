@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from provisiond.model.conditions import Condition
 from provisiond.model.states import RESOURCE, Lifecycle
 from provisiond.model.values import ValueSpec
 
@@ -129,6 +130,11 @@ class Step:
     action: Action
     admin: Literal["", "pre", "post"] = ""  # an admin hook (hooks.d) run before/after the steps
     fatal: bool = True  # False: a failure is logged and the entry goes on (post_failure: log)
+    when: Condition | None = None  # the step runs only for jobs it holds for (model/conditions)
+
+    def applies(self, values: Mapping[str, Any], vars_: Mapping[str, Any], mode: str) -> bool:
+        """Whether the step runs for a job with these values, vars and request."""
+        return self.when is None or self.when.holds(values, vars_, mode)
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,12 @@ class Previewer:
     def _step(self, job: Job, step: Step, outputs: dict[str, Any], number: int) -> StepPreview:
         """The plan a run would make for the step, described."""
         kind = step_type(step)
+        if not step.applies(job.values, job.service.vars, job.request):
+            return StepPreview(number=number, name=step.name, kind=kind_of(step),
+                               code=step.code, shown=Description(
+                                   summary=f"skipped: its condition is false (when: "
+                                           f"{step.when.source if step.when else ''})",
+                                   skipped="when"))
         try:
             described = kind.describe(self.context, kind.plan(self.context, job, step, outputs))
         except RenderError as exc:

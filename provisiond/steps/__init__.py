@@ -17,6 +17,7 @@ import jinja2
 from provisiond.config import readers
 from provisiond.config.schema import Where
 from provisiond.host.jinja import RenderError, render_string
+from provisiond.model.conditions import Condition, ConditionError, parse
 from provisiond.model.settings import Step
 from provisiond.model.values import has_control_characters
 from provisiond.steps.base import StepType
@@ -51,7 +52,7 @@ def parse_step(data: Any, where: Where, env: jinja2.Environment) -> Step:
     for kind in STEP_TYPES.values():
         for option in kind.options:
             owners.setdefault(option, []).append(kind.name)
-    unknown = set(data) - {"name", "code", *STEP_TYPES, *owners}
+    unknown = set(data) - {"name", "code", "when", *STEP_TYPES, *owners}
     if unknown:
         raise where.child(sorted(unknown)[0]).error("unknown step option")
     kind = STEP_TYPES[kinds[0]]
@@ -60,7 +61,21 @@ def parse_step(data: Any, where: Where, env: jinja2.Environment) -> Step:
             raise where.child(option).error(f"only {' and '.join(names)} steps have a {option}")
     action = kind.parse(data, where, env)
     return Step(name=readers.text(data, "name", where),
-                code=readers.code(data.get("code"), where.child("code")), action=action)
+                code=readers.code(data.get("code"), where.child("code")), action=action,
+                when=_condition(data.get("when"), where.child("when")))
+
+
+def _condition(data: Any, where: Where) -> Condition | None:
+    """A step's `when:` parsed (model/conditions.py); its names are checked against the
+    service's values and vars once those are read (config/services.py)."""
+    if data is None:
+        return None
+    if not isinstance(data, str):
+        raise where.error("must be a condition in quotes, e.g. \"values.backend == 'lvm'\"")
+    try:
+        return parse(data)
+    except ConditionError as exc:
+        raise where.error(f"{exc}") from exc
 
 
 def bind_programs(step: Step, vars_: Mapping[str, Any], env: jinja2.Environment,

@@ -85,6 +85,7 @@ class Description:
     environment: dict[str, str] | None = None
     validate: list[str] | None = None
     error: str | None = None  # set: the run would fail (the message, without the step name)
+    skipped: str | None = None  # set: the run would skip the step, and why ("when")
 
 
 @dataclass(frozen=True)

@@ -234,9 +234,11 @@ def _diff(path: Path, new: bytes) -> tuple[bool, str]:
 
 
 def aggregate_steps(service: ServiceSpec) -> list[Step]:
-    """The service's steps that render a file from all entries."""
+    """The service's steps that render a file from all entries (and whose `when:`, which
+    may read only vars here, holds)."""
     return [step for steps in service.steps.values() for step in steps
-            if isinstance(step.action, RenderAction) and step.action.scope == "all"]
+            if isinstance(step.action, RenderAction) and step.action.scope == "all"
+            and step.applies({}, service.vars, "")]
 
 
 class _Probe(str):
