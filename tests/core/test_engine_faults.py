@@ -373,3 +373,17 @@ def test_a_rejected_modify_keeps_the_tenant_in_the_aggregate_after_a_restart(
     add_item(conn, "neighbour")  # any later change re-renders the index after a restart
     assert once(config)[0] == 0
     assert index_names(root) == {"tenant", "neighbour"}
+
+
+def test_aggregates_follow_a_change_made_elsewhere_without_a_change_here(
+    slapd: Slapd, tmp_path: Path, root: Path
+) -> None:
+    conn = connect(slapd)
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root))
+    with running(config) as engine:
+        dn = add_item(conn, "here")
+        wait_for(lambda: mode_of(conn, dn) == "added", what="here added")
+        # another host's daemon provisioned this one: nothing here sees a request for it
+        add_item(conn, "elsewhere", mode="added")
+        engine.refresh_aggregates()  # what the engine does every AGGREGATE_REFRESH_SECONDS
+        assert index_names(root) == {"here", "elsewhere"}
