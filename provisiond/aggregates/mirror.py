@@ -177,6 +177,7 @@ class Aggregates:
         self._lock = threading.Lock()
         self._coalescers: dict[Path, Coalescer] = {}
         self._mirrors: dict[str, Mirror] = {}
+        self._mirrored: dict[str, bool] = {}
         # service name -> uuid -> (dn, values or None when the entry is being deleted)
         self._overlays: dict[str, dict[str, tuple[str, Mapping[str, Any] | None]]] = {}
 
@@ -225,10 +226,15 @@ class Aggregates:
 
     def mirrored(self, service: ServiceSpec) -> bool:
         """Whether anything reads `service`'s mirror: its own files rendered from all
-        entries, or another service's references to its entries."""
-        return any(step.action.scope == "all" for steps in service.steps.values()
-                   for step in steps if isinstance(step.action, RenderAction)) or any(
-            service.name in other.references.values() for other in self.services.values())
+        entries, or another service's references to its entries (decided once per service:
+        `settle` asks for every job)."""
+        known = self._mirrored.get(service.name)
+        if known is None:
+            known = self._mirrored[service.name] = any(
+                step.action.scope == "all" for steps in service.steps.values()
+                for step in steps if isinstance(step.action, RenderAction)) or any(
+                service.name in other.references.values() for other in self.services.values())
+        return known
 
     def settle(self, job: Job) -> None:
         """After `job` reported: put its entry in the mirror as the directory has it now, or

@@ -40,7 +40,7 @@ from provisiond.core.recovery import LAST_WRITER, Recovery
 from provisiond.core.reporting import Interrupted, Reporter
 from provisiond.core.runtime import Counters, ServiceRuntime, Work
 from provisiond.core.scheduler import Scheduler
-from provisiond.directory.access import Directory, Entry
+from provisiond.directory.access import NO_SUCH_OBJECT, Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
 from provisiond.directory.stream import Change
@@ -57,7 +57,6 @@ from provisiond.model.work import Job
 log = logging.getLogger("provisiond.engine")
 
 LOST_RACE = {16, 32, 122}  # noSuchAttribute, noSuchObject, assertionFailed
-NO_SUCH_OBJECT = 32
 COOKIE_SAVE_INTERVAL = 1.0
 AGGREGATE_REFRESH_SECONDS = 60.0
 RECONNECT_SPREAD_SECONDS = 1.0

@@ -217,7 +217,7 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
     def _render_engine(self, lines: list[str], engine: Engine, services: Iterable[str]) -> None:
-        queued, busy = engine_load(engine)
+        queued, busy = engine.load()
         Family(lines, "provisiond_queue_depth", "gauge",
                "Entries waiting for a worker.").sample(queued)
         Family(lines, "provisiond_entries_in_progress", "gauge",
@@ -305,16 +305,11 @@ class Metrics:
             self.write()
 
 
-def engine_load(engine: Engine) -> tuple[int, int]:
-    """(entries queued for a worker, entries queued or in a worker's hands)."""
-    return engine.load()
-
-
 def status_line(engine: Engine) -> str:
     """One line for systemd's STATUS= (shown by `systemctl status`)."""
     services = engine.services
     connected = sum(1 for rt in services.values() if rt.connected)
-    queued, busy = engine_load(engine)
+    queued, busy = engine.load()
     scheduled = len(engine.scheduler.items())
     counters = engine.counters
     if not services:

@@ -44,6 +44,11 @@ def root(tmp_path: Path) -> Path:
     return path
 
 
+def unavailable(*args: Any, **kwargs: Any) -> Any:
+    """Stands in for a directory call while the server is away."""
+    raise DirectoryUnavailable("injected outage")
+
+
 def once(config: Path) -> tuple[int, Engine]:
     engine = Engine(load_config(config))
     return engine.once(), engine
@@ -67,9 +72,6 @@ def test_a_request_deferred_by_an_outage_survives_a_stop(
     config = write_config(tmp_path / "cfg", slapd, demo_service(root),
                           retry={"initial": 30, "maximum": 60})
     with running(config) as engine:
-        def unavailable(*args: Any, **kwargs: Any) -> Any:
-            raise DirectoryUnavailable("injected: the server went away")
-
         engine.directory.read = unavailable  # type: ignore[method-assign]
         engine.directory.find_uuid = unavailable  # type: ignore[method-assign]
         dn = add_item(conn, "deferred")
@@ -261,9 +263,6 @@ def test_retries_waiting_for_the_directory_run_soon_after_it_is_back(
         wait_for(lambda: engine.services["demo"].connected, what="connected")
         real_read = engine.directory.read
 
-        def unavailable(*args: Any, **kwargs: Any) -> Any:
-            raise DirectoryUnavailable("injected outage")
-
         engine.directory.read = unavailable  # type: ignore[method-assign]
         engine.directory.find_uuid = unavailable  # type: ignore[method-assign]
         dn = add_item(conn, "waiting")
@@ -317,9 +316,6 @@ def test_a_stop_during_an_outage_is_logged_as_an_interruption(
         lines = collect_log()
         dn = add_item(conn, "cut")
         wait_for(lambda: mode_of(conn, dn) == "adding", what="claimed")
-
-        def unavailable(*args: Any, **kwargs: Any) -> Any:
-            raise DirectoryUnavailable("injected outage")
 
         engine.directory.modify = unavailable  # type: ignore[method-assign]
         gate.write_text("go")

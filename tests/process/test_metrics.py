@@ -17,7 +17,7 @@ from provisiond.core.clock import FakeClock
 from provisiond.core.engine import Engine
 from provisiond.model.settings import MetricsSettings
 from provisiond.process.daemon import configure_logging
-from provisiond.process.metrics import BUCKETS, Metrics, Totals, engine_load, status_line
+from provisiond.process.metrics import BUCKETS, Metrics, Totals, status_line
 from provisiond.process.metrics_once import write_run_metrics
 from provisiond.testing.slapd import Slapd
 from tests.process.metrics_support import assert_two_added_one_failed, once_site, parse, value
@@ -267,4 +267,4 @@ def test_stop_markers_are_not_counted_as_queued_entries(slapd: Slapd, tmp_path: 
     only one come after it and must show an empty queue."""
     engine = Engine(load_config(write_config(tmp_path, slapd, demo_service(tmp_path))))
     engine._queue.put((2, 0, None))
-    assert engine_load(engine) == (0, 0)
+    assert engine.load() == (0, 0)
