@@ -1,11 +1,12 @@
 """Admin hook directories: programs a site runs around a service's steps without editing a kind.
 
 `DIR/SERVICE/MODE.pre.d/` runs before the service's first step, `MODE.post.d/` after its last
-and before the success is reported. Like run-parts(8): only names made of `[A-Za-z0-9_-]`
-count (Debian's default rule, so `foo~`, `foo.dpkg-old` and `foo.sh` are skipped), in C-locale
-order. Each program becomes an ordinary hook step (argv `PROGRAM SERVICE MODE DN`, the hooks'
-environment, timeout and process-tree kill), so the pipeline, `render` and the recovery's
-quiet period treat it like the steps around it.
+and before the success is reported; MODE is a request of the service's lifecycle that runs
+steps (add, modify, delete; an operation's add only). Like run-parts(8): only names made of
+`[A-Za-z0-9_-]` count (Debian's default rule, so `foo~`, `foo.dpkg-old` and `foo.sh` are
+skipped), in C-locale order. Each program becomes an ordinary hook step (argv `PROGRAM SERVICE
+MODE DN`, the hooks' environment, timeout and process-tree kill), so the pipeline, `render`
+and the recovery's quiet period treat it like the steps around it.
 
 The programs run as the daemon's user (root), so who may put a program there matters more
 than anywhere else: each program, its directory, the service's directory and `DIR` itself must
@@ -30,12 +31,19 @@ from typing import Any
 
 from provisiond.config.schema import ConfigError, Where, read_section
 from provisiond.config.sections import SERVICE_ADMIN_HOOKS
-from provisiond.model.settings import REQUEST_MODES, AdminHooks, HookAction, ServiceSpec, Step
+from provisiond.model.settings import AdminHooks, HookAction, ServiceSpec, Step
+from provisiond.model.states import RESOURCE, Lifecycle
 
 RUN_PARTS_NAME = re.compile(r"[A-Za-z0-9_-]+")  # run-parts' default (no --lsbsysinit)
 PHASES = ("pre", "post")
 ARGV = ("{{ service }}", "{{ entry.mode }}", "{{ entry.dn }}")
-PHASE_DIRS = {f"{mode}.{phase}.d": (mode, phase) for mode in REQUEST_MODES for phase in PHASES}
+
+
+def phase_dirs(cycle: Lifecycle) -> dict[str, tuple[str, str]]:
+    """The folder names a service of lifecycle `cycle` may have -> (mode, phase): one pre and
+    one post per request that runs steps (an operation's delete runs none, so has none)."""
+    return {f"{mode}.{phase}.d": (mode, phase) for mode in cycle.acting for phase in PHASES}
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -113,19 +121,21 @@ def _steps(directory: Path, mode: str, phase: str, policy: Policy,
     return tuple(steps)
 
 
-def scan(base: Path, policy: Policy) -> AdminHooks:
-    """The admin hooks in `base` (DIR/SERVICE), or ConfigError naming what is unsafe."""
+def scan(base: Path, policy: Policy, cycle: Lifecycle = RESOURCE) -> AdminHooks:
+    """The admin hooks in `base` (DIR/SERVICE) of a service of lifecycle `cycle`, or
+    ConfigError naming what is unsafe or a folder for a mode the service does not have."""
     if not os.path.lexists(base):
         return AdminHooks()
     _require(base, unsafe(base, directory=True))
     found: dict[str, dict[str, tuple[Step, ...]]] = {"pre": {}, "post": {}}
     skipped: list[str] = []
+    folders = phase_dirs(cycle)
     for name in sorted(os.listdir(base)):
-        if name not in PHASE_DIRS:
+        if name not in folders:
             raise ConfigError(str(base / name), "", "unknown entry in an admin hook directory "
-                              f"(expected {', '.join(PHASE_DIRS)})")
+                              f"(expected {', '.join(folders)})")
         _require(base / name, unsafe(base / name, directory=True))
-        mode, phase = PHASE_DIRS[name]
+        mode, phase = folders[name]
         steps = _steps(base / name, mode, phase, policy, skipped)
         if steps:
             found[phase][mode] = steps
@@ -147,5 +157,5 @@ def attach(specs: Sequence[ServiceSpec], overrides: Sequence[tuple[Any, Where]],
             raise ConfigError(str(root / name), "", f"no service {name!r} is configured "
                               f"(services: {', '.join(names) or 'none'}); {root} holds one "
                               "directory per service")
-    return [replace(spec, admin_hooks=scan(root / spec.name, policy))
+    return [replace(spec, admin_hooks=scan(root / spec.name, policy, spec.lifecycle))
             for spec, policy in zip(specs, policies, strict=True)]

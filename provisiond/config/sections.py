@@ -8,6 +8,7 @@ from dataclasses import replace
 from provisiond.config.kind_vars import VAR_KEYS
 from provisiond.config.schema import Option, Section, reference_lines
 from provisiond.model.settings import StateAttributes
+from provisiond.model.states import LIFECYCLES, RESOURCE
 
 LDAP = Section(
     "ldap",
@@ -180,11 +181,21 @@ SERVICE = Section(
         Option("filter", "text", "The LDAP filter selecting the service's entries (the sync "
                "filter adds an actionable mode and state 0).", default="(objectClass=*)"),
         Option("attributes", "mapping", ATTRIBUTES.doc, section=ATTRIBUTES),
+        Option("lifecycle", "str", "The modes the entries move through. resource: add, "
+               "modify and delete (a thing that exists until deleted). operation: a one-shot "
+               "request such as a tape load, add -> adding -> added (or the failing step's "
+               "code) with steps for `add` only; a `delete` is acknowledged as deleted without "
+               "running anything (no steps may be given for it), and removing the entry "
+               "from LDAP needs no request. Steps, preconditions and admin hook folders may "
+               "name only the lifecycle's modes.", default=RESOURCE.name,
+               choices=tuple(LIFECYCLES)),
         Option("values", "mapping", "The entry's typed values: `NAME: {attribute, type, ...}`"
                " (the value types: docs/KINDS.md). Only validated values reach templates, paths"
                " and hooks."),
         Option("outputs", "mapping", "Values a hook may report with `provisiond-set "
-               "NAME=VALUE`, declared like values and written to the entry with the outcome."),
+               "NAME=VALUE`, declared like values and written to the entry with the outcome; "
+               "one declared `report_to: parent` is written to the entry's parent entry "
+               "instead (an operation's result on its library), before the entry's outcome."),
         Option("preconditions", "mapping", "Per mode, the values an entry must have, e.g. "
                "`delete: {active: false}`."),
         Option("active", "text", "An extra LDAP filter: only the entries it matches are in "
@@ -200,10 +211,10 @@ SERVICE = Section(
         Option("references", "mapping", "`VALUE: SERVICE`: a single `dn` value that must name "
                "an active entry of SERVICE; templates get it as `refs.VALUE`."),
         Option("admin_hooks", "mapping", SERVICE_ADMIN_HOOKS.doc, section=SERVICE_ADMIN_HOOKS),
-        Option("steps", "mapping", "Per mode (add, modify, delete): a list of steps, or the "
-               "name of another mode (`modify: add`). A step has `name`, `code` (its "
-               "ReturnValue when it fails) and one of render, hook, mkdir, remove "
-               "(docs/ARCHITECTURE.md).", required=True),
+        Option("steps", "mapping", "Per mode of the lifecycle (add, modify, delete; an "
+               "operation's add): a list of steps, or the name of another mode (`modify: "
+               "add`). A step has `name`, `code` (its ReturnValue when it fails) and one of "
+               "render, hook, mkdir, remove (docs/ARCHITECTURE.md).", required=True),
     ),
 )
 

@@ -24,12 +24,12 @@ from provisiond.config.syntax import check_dn, check_filter
 from provisiond.host.files import PathNotAllowed, check_root
 from provisiond.host.jinja import render_string
 from provisiond.model.settings import (
-    REQUEST_MODES,
     RenderAction,
     ServiceSpec,
     StateAttributes,
     Step,
 )
+from provisiond.model.states import LIFECYCLES, Lifecycle
 from provisiond.model.values import DnType, SpecError, ValueSpec
 
 # `values.items` in a template would find the dict method, not the value.
@@ -47,15 +47,24 @@ def _step_types() -> ModuleType:
     return steps
 
 
-def _steps(env: jinja2.Environment, data: Any, where: Where) -> dict[str, tuple[Step, ...]]:
+def _modes(given: Any, cycle: Lifecycle, where: Where) -> None:
+    """The modes `given` names (of `steps:`, `preconditions:`) must be the lifecycle's: steps
+    for a mode its entries never reach would never run."""
+    for mode in given:
+        if mode not in cycle.request_names:
+            raise where.child(str(mode)).error(
+                f"unknown mode: the lifecycle of this service ({cycle.name}) has "
+                f"{', '.join(cycle.request_names)}")
+
+
+def _steps(env: jinja2.Environment, data: Any, where: Where,
+           cycle: Lifecycle) -> dict[str, tuple[Step, ...]]:
     """Per mode, its steps (each read by its step type), or the name of another mode."""
     parse_step = _step_types().parse_step
     data = _mapping(data, where)
-    unknown = set(data) - set(REQUEST_MODES)
-    if unknown:
-        raise where.child(sorted(unknown)[0]).error("unknown mode (add, modify or delete)")
+    _modes(data, cycle, where)
     steps: dict[str, tuple[Step, ...]] = {}
-    for mode in REQUEST_MODES:
+    for mode in cycle.request_names:
         if mode not in data:
             continue
         value = data[mode]
@@ -65,21 +74,28 @@ def _steps(env: jinja2.Environment, data: Any, where: Where) -> dict[str, tuple[
             value = data[value]
         if not isinstance(value, list):
             raise where.child(mode).error("must be a list of steps or the name of another mode")
+        if value and mode not in cycle.acting:
+            raise where.child(mode).error(
+                f"a {mode} of an entry of lifecycle {cycle.name} runs no steps (it is reported "
+                f"{cycle.done[mode]} without touching the host); give none, or []")
         steps[mode] = tuple(parse_step(s, where.child(mode).child(i), env)
                             for i, s in enumerate(value))
-    if not steps:
+    if not any(mode in steps for mode in cycle.acting):
         raise where.error("no steps for any mode")
     return steps
 
 
-def _values(data: Any, where: Where) -> tuple[ValueSpec, ...]:
+def _values(data: Any, where: Where, outputs: bool = False) -> tuple[ValueSpec, ...]:
+    """`values:`, or with `outputs` the `outputs:` declarations (which say where and when
+    they are written: report_to, on_failure)."""
     specs = []
     for name, declaration in _mapping(data, where).items():
         if name in RESERVED_VALUE_NAMES:
             raise where.child(name).error(
                 "this name is a method of a mapping in templates; choose another")
         try:
-            specs.append(ValueSpec.from_mapping(str(name), _mapping(declaration, where.child(name))))
+            declared = _mapping(declaration, where.child(name))
+            specs.append(ValueSpec.from_mapping(str(name), declared, outputs))
         except SpecError as exc:
             key = where.child(name)
             raise (key.child(exc.key) if exc.key else key).error(exc.reason) from exc
@@ -94,12 +110,13 @@ def _attributes(names: Mapping[str, Any], where: Where) -> StateAttributes:
     return StateAttributes(**names)
 
 
-def _preconditions(data: Any, where: Where, values: tuple[ValueSpec, ...]) -> dict[str, Any]:
+def _preconditions(data: Any, where: Where, values: tuple[ValueSpec, ...],
+                   cycle: Lifecycle) -> dict[str, Any]:
     result: dict[str, dict[str, Any]] = {}
     by_name = {spec.name: spec for spec in values}
-    for mode, required in _mapping(data, where).items():
-        if mode not in REQUEST_MODES:
-            raise where.child(str(mode)).error("unknown mode (add, modify or delete)")
+    data = _mapping(data, where)
+    _modes(data, cycle, where)
+    for mode, required in data.items():
         result[mode] = {}
         for name, expected in _mapping(required, where.child(mode)).items():
             if name not in by_name:
@@ -220,6 +237,8 @@ def read_service(
     parts: dict[str, Any] = {"name": name}
     parts.update({key: given[key] for key in ("kind", "scope", "recover", "invalid_code")
                   if key in given})
+    if "lifecycle" in given:
+        parts["lifecycle"] = LIFECYCLES[given["lifecycle"]]
 
     def part(key: str, needs: tuple[str, ...], read: Callable[..., Any], *args: Any) -> None:
         """parts[key] = read(*args), if `key` and what it `needs` were read well."""
@@ -232,16 +251,17 @@ def read_service(
     part("vars", (), read_vars, given.get("vars"), where.child("vars"))
     part("attributes", (), _attributes, given.get("attributes"), where.child("attributes"))
     part("values", (), _values, given.get("values"), where.child("values"))
-    part("outputs", (), _values, given.get("outputs"), where.child("outputs"))
+    part("outputs", (), _values, given.get("outputs"), where.child("outputs"), True)
     vars_ = parts.get("vars", {})
     for key, check in (("base", check_dn), ("filter", check_filter), ("active", check_filter)):
         part(key, ("vars",), _search, key, check, given, vars_, where, env)
     part("roots", ("vars",), _roots, given.get("roots"), vars_, where.child("roots"), env)
-    part("steps", ("vars",), lambda: _programs(
-        _steps(env, given["steps"], where.child("steps")), vars_, env, where.child("steps")))
+    part("steps", ("vars", "lifecycle"), lambda: _programs(
+        _steps(env, given["steps"], where.child("steps"), parts["lifecycle"]), vars_, env,
+        where.child("steps")))
     values = parts.get("values", ())
-    part("preconditions", ("values",), _preconditions, given.get("preconditions"),
-         where.child("preconditions"), values)
+    part("preconditions", ("values", "lifecycle"), _preconditions, given.get("preconditions"),
+         where.child("preconditions"), values, parts.get("lifecycle"))
     part("references", ("values",), _references, given.get("references"),
          where.child("references"), values)
     if "roots" in parts and "steps" in parts:

@@ -16,7 +16,8 @@ from provisiond.model.conditions import Condition
 from provisiond.model.states import RESOURCE, Lifecycle
 from provisiond.model.values import ValueSpec
 
-# The requests of the default lifecycle: the keys of `steps`, of admin hook folders, of `--mode`.
+# The requests of the default (resource) lifecycle. A service's own, `spec.lifecycle`, decide
+# the keys of its `steps`, its admin hook folders and the `--mode` its entries take.
 REQUEST_MODES = RESOURCE.request_names
 
 

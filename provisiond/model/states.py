@@ -9,7 +9,10 @@ declaration, not a hunt through the code:
 
     RESOURCE   add -> adding -> added, modify -> modifying -> modified,
                delete -> deleting -> deleted
-    OPERATION  add -> adding -> added (a one-shot operation: nothing to change or remove later)
+    OPERATION  add -> adding -> added (a one-shot request such as a tape load: its steps act
+               once), delete -> deleting -> deleted (acknowledged, running nothing: an
+               operation leaves nothing on the host to remove; removing the LDAP entry itself
+               needs no request at all)
 
 This module imports nothing, so the command line can offer the mode choices without loading
 the LDAP library.
@@ -32,6 +35,9 @@ class Request:
     working: str  # the mode while a daemon runs the steps, and after they failed: adding
     done: str  # the mode after success: added
     effect: Effect
+    # False: the request runs no steps (a service may give none, admin hooks have no folder
+    # for it): claimed and reported done, it only acknowledges (an operation's delete)
+    runs_steps: bool = True
 
     @property
     def modes(self) -> tuple[str, str, str]:
@@ -63,6 +69,12 @@ class Lifecycle:
     @property
     def request_names(self) -> tuple[str, ...]:
         return tuple(request.name for request in self.requests)
+
+    @property
+    def acting(self) -> tuple[str, ...]:
+        """The requests that run steps: the modes `steps:` and admin hook folders may name
+        with steps in them."""
+        return tuple(request.name for request in self.requests if request.runs_steps)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -137,7 +149,10 @@ RESOURCE = Lifecycle("resource", (
     Request("modify", "modifying", "modified", "change"),
     Request("delete", "deleting", "deleted", "remove"),
 ))
-OPERATION = Lifecycle("operation", (Request("add", "adding", "added", "create"),))
+OPERATION = Lifecycle("operation", (
+    Request("add", "adding", "added", "create"),
+    Request("delete", "deleting", "deleted", "remove", runs_steps=False),
+))
 LIFECYCLES = {cycle.name: cycle for cycle in (RESOURCE, OPERATION)}
 
 

@@ -31,6 +31,8 @@ COMMON_KEYS: Mapping[str, str] = MappingProxyType({
     "multi": "accept several values; the result is a list (default: false)",
     "description": "free text for humans (default: empty)",
     "code": "ReturnValue when this value is invalid (default: the service's invalid_code)",
+    "report_to": "outputs only: entry (default) writes it to the entry with the outcome, "
+                 "parent to the entry's parent entry (an operation's library) just before",
 })
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -34,8 +34,9 @@ from provisiond.model.value_types import (
 )
 
 # What other modules take from here; the types themselves live in value_types.
-__all__ = ["TYPES", "DnType", "InvalidValue", "SpecError", "StringType", "ValueSpec", "ValueType",
-           "as_text", "has_control_characters", "parse_entry", "sample_declaration"]
+__all__ = ["REPORT_TO", "TYPES", "DnType", "InvalidValue", "SpecError", "StringType", "ValueSpec",
+           "ValueType", "as_text", "has_control_characters", "parse_entry", "sample_declaration"]
+REPORT_TO = ("entry", "parent")  # where an output is written (ValueSpec.report_to)
 
 
 class InvalidValue(Exception):
@@ -62,10 +63,12 @@ class ValueSpec:
     multi: bool = False
     description: str = ""
     code: int | None = None
+    report_to: str = "entry"  # outputs: the entry, or its parent entry (REPORT_TO)
 
     @classmethod
-    def from_mapping(cls, name: str, data: Mapping[str, Any]) -> ValueSpec:
-        """A spec from its YAML declaration; SpecError names the key at fault."""
+    def from_mapping(cls, name: str, data: Mapping[str, Any], output: bool = False) -> ValueSpec:
+        """A spec from its YAML declaration (`output`: under `outputs:`); SpecError names the
+        key at fault."""
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError("", f"value name {name!r} must match ^[a-z][a-z0-9_]*$")
         attribute = at_key("attribute", _attribute_opt, data.get("attribute"))
@@ -85,13 +88,20 @@ class ValueSpec:
         if code is not None and (isinstance(code, bool) or not isinstance(code, int)
                                  or not 0 < code < 1000):
             raise SpecError("code", f"must be an error code from 1 to 999, not {code!r}")
+        report_to = data.get("report_to", "entry")
+        if "report_to" in data and not output:
+            raise SpecError("report_to", "only outputs take report_to: a value is read from "
+                            "the entry, never written anywhere")
+        if report_to not in REPORT_TO:
+            raise SpecError("report_to", f"must be {' or '.join(REPORT_TO)}, not {report_to!r}")
         if default is not None and required:
             raise SpecError("default", "a required value never uses its default; drop one")
         if default is not None:
             default = at_key("default", _parse_default, value_type, default, multi)
         elif multi:
             default = []
-        return cls(name, attribute, value_type, required, default, multi, description, code)
+        return cls(name, attribute, value_type, required, default, multi, description, code,
+                   report_to)
 
     def parse_values(self, raw_values: Sequence[str]) -> Any:
         """The typed value (a list when multi) from the attribute's values, or InvalidValue."""

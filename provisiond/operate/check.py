@@ -20,7 +20,7 @@ from provisiond.directory.connection import ConnectionFactory, DirectoryUnavaila
 from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
 from provisiond.exitcodes import EX_UNAVAILABLE
 from provisiond.host.hooks import HookError
-from provisiond.model.settings import REQUEST_MODES, Config
+from provisiond.model.settings import Config
 from provisiond.steps import step_type
 from provisiond.steps.base import Check
 
@@ -30,7 +30,7 @@ def _step_checks(config: Config) -> Iterator[Check]:
     the steps run, each check once."""
     seen: set[str] = set()
     for spec in config.services:
-        for mode in REQUEST_MODES:
+        for mode in spec.lifecycle.request_names:
             for step in spec.steps_for(mode):
                 for check in step_type(step).check(config.hooks, spec, mode, step):
                     if check.name not in seen:

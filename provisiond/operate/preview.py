@@ -26,7 +26,7 @@ from provisiond.directory.connection import ConnectionFactory
 from provisiond.exitcodes import EX_FAILED, EX_OK
 from provisiond.host.jinja import RenderError, make_environment
 from provisiond.model import lifecycle
-from provisiond.model.settings import REQUEST_MODES, Config, ServiceSpec, Step
+from provisiond.model.settings import Config, ServiceSpec, Step
 from provisiond.model.values import InvalidValue, as_text, parse_entry
 from provisiond.model.work import Job
 from provisiond.operate.common import (
@@ -70,18 +70,21 @@ class Preview:
 
 def choose_mode(state: lifecycle.EntryState, requested: str | None) -> tuple[str, str]:
     """The mode to preview and why: the one asked for, else the entry's request, else the
-    request of its `-ing` or done mode."""
+    request of its `-ing` or done mode (modes of the entry's lifecycle, `state.lifecycle`)."""
+    modes = state.lifecycle.request_names
     if requested:
+        if requested not in modes:
+            raise OperateError(f"--mode {requested}: the entry's service has lifecycle "
+                               f"{state.lifecycle.name}, whose modes are {', '.join(modes)}", 64)
         return requested, "--mode"
     if state.request:
         return state.request, "requested by the entry"
     if state.working_request:
         return state.working_request, f"the entry is at {state.mode}"
-    done = {v: k for k, v in lifecycle.DONE.items()}.get((state.mode or "").lower())
-    if done:
-        return done, f"the entry is at {state.mode}"
+    if state.done_request:
+        return state.done_request, f"the entry is at {state.mode}"
     raise OperateError(f"the entry's mode is {state.mode!r}; say which steps to show with "
-                       f"--mode {'|'.join(REQUEST_MODES)}", 64)
+                       f"--mode {'|'.join(modes)}", 64)
 
 
 def _known_outputs(spec: ServiceSpec, entry: Entry) -> dict[str, Any]:
@@ -107,7 +110,7 @@ class Previewer:
 
     def preview(self, reader: Reader, dn: str, mode: str | None = None) -> Preview:
         spec, entry = find_entry(self.config, reader, dn)
-        state = lifecycle.read_state(spec.attributes, entry.attributes)
+        state = lifecycle.read_state(spec.attributes, entry.attributes, spec.lifecycle)
         chosen, why = choose_mode(state, mode)
         result = Preview(dn=entry.dn, uuid=entry.uuid, service=spec.name, mode=chosen,
                          mode_source=why, entry_mode=state.mode, entry_state=state.state)

@@ -1,7 +1,8 @@
 """One description of the state machine: filters, mode names, `status` categories, `retry`
 eligibility and the CLI's `--mode` choices all derive from a `Lifecycle` (model/states.py),
 for today's resource lifecycle exactly as they were written out before, and for a one-shot
-operation lifecycle (add -> adding -> added only) without another line of code."""
+operation lifecycle (add -> adding -> added; a delete acknowledged, running no steps) without
+another line of code."""
 
 from __future__ import annotations
 
@@ -69,17 +70,20 @@ def test_cli_mode_choices_derive_from_the_lifecycles_without_ldap3() -> None:
     assert done.stdout.split() == ["add", "modify", "delete"]
 
 
-# -- a one-shot operation: add -> adding -> added, nothing else --------------------------------
+# -- a one-shot operation: add -> adding -> added; delete acknowledged without steps -----------
 
 def test_operation_names_and_filters() -> None:
-    assert OPERATION.request_names == ("add",)
-    assert OPERATION.modes == ("add", "adding", "added")
-    assert OPERATION.working == {"add": "adding"} and OPERATION.done == {"add": "added"}
-    assert OPERATION.terminal == ("added",) and OPERATION.alive == ("added",)
+    assert OPERATION.request_names == ("add", "delete")
+    assert OPERATION.acting == ("add",) and RESOURCE.acting == RESOURCE.request_names
+    assert OPERATION.modes == ("add", "adding", "added", "delete", "deleting", "deleted")
+    assert OPERATION.working == {"add": "adding", "delete": "deleting"}
+    assert OPERATION.done == {"add": "added", "delete": "deleted"}
+    assert OPERATION.terminal == ("added", "deleted") and OPERATION.alive == ("added", "delete")
     spec = replace(SPEC, lifecycle=OPERATION)
-    assert spec.sync_filter == f"(&(objectClass=x)(|({M}=add))(sstProvisioningState=0))"
-    assert spec.working_filter == f"(&(objectClass=x)(|({M}=adding)))"
-    assert spec.aggregate_filter == f"(&(objectClass=x)(|({M}=added))(a=TRUE))"
+    assert spec.sync_filter == (
+        f"(&(objectClass=x)(|({M}=add)({M}=delete))(sstProvisioningState=0))")
+    assert spec.working_filter == f"(&(objectClass=x)(|({M}=adding)({M}=deleting)))"
+    assert spec.aggregate_filter == f"(&(objectClass=x)(|({M}=added)({M}=delete))(a=TRUE))"
     for text in (spec.sync_filter, spec.working_filter, spec.aggregate_filter):
         assert check_filter(text) == text  # well-formed (raises if not)
 
@@ -89,7 +93,8 @@ def test_operation_entries_know_only_their_modes() -> None:
     assert lifecycle.decide(entry("modify", cycle=OPERATION), NOW).action \
         is lifecycle.Action.IGNORE
     assert entry("adding", cycle=OPERATION).working_request == "add"
-    assert entry("deleting", cycle=OPERATION).working_request is None
+    assert entry("modifying", cycle=OPERATION).working_request is None
+    assert entry("deleting", cycle=OPERATION).working_request == "delete"
     assert lifecycle.is_stranded(entry("adding", cycle=OPERATION))
     assert not lifecycle.is_stranded(entry("modifying", cycle=OPERATION))
     claim = lifecycle.claim_changes(NAMES, entry("add", cycle=OPERATION), "add")
@@ -158,7 +163,8 @@ def test_status_stuck_and_mode_order() -> None:
     (entry("added", st="20261122T000000Z", rv="0"), False),
     (entry("add", rv="5"), False),
     (entry("adding", rv="5", cycle=OPERATION), True),
-    (entry("deleting", rv="5", cycle=OPERATION), False),
+    (entry("deleting", rv="5", cycle=OPERATION), True),
+    (entry("modifying", rv="5", cycle=OPERATION), False),
 ])
 def test_retry_eligibility(state: EntryState, failed: bool) -> None:
     assert lifecycle.is_failed(state) is failed
