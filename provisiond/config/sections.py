@@ -210,11 +210,21 @@ SERVICE = Section(
                "value's own `code` comes first).", default=1, minimum=1, maximum=999),
         Option("references", "mapping", "`VALUE: SERVICE`: a single `dn` value that must name "
                "an active entry of SERVICE; templates get it as `refs.VALUE`."),
+        Option("serialize", "text", "A key (a template over the entry's values, refs, vars, "
+               "entry and service, e.g. `\"{{ refs.library.dn }}\"`): at most one job with the "
+               "same key is in its steps at a time, across every service with a `serialize`; "
+               "the others wait in order of arrival, unclaimed, without holding a worker. A "
+               "key that renders empty means none; one that fails to render fails the entry "
+               "with invalid_code. A step may carry `serialize` too: then only that step "
+               "waits for its key (step keys and service keys never exclude each other)."),
         Option("admin_hooks", "mapping", SERVICE_ADMIN_HOOKS.doc, section=SERVICE_ADMIN_HOOKS),
         Option("steps", "mapping", "Per mode of the lifecycle (add, modify, delete; an "
                "operation's add): a list of steps, or the name of another mode (`modify: "
                "add`). A step has `name`, `code` (its ReturnValue when it fails) and one of "
-               "render, hook, mkdir, remove (docs/ARCHITECTURE.md).", required=True),
+               "render, hook, mkdir, remove (docs/ARCHITECTURE.md); optionally `when` (a "
+               "condition) and `serialize` (a key, as the service's, that may also read the "
+               "`outputs` of the hooks before it: one job at a time runs the step per key, "
+               "the others wait in their workers in order of arrival).", required=True),
     ),
 )
 

@@ -264,6 +264,8 @@ def read_service(
          where.child("preconditions"), values, parts.get("lifecycle"))
     part("references", ("values",), _references, given.get("references"),
          where.child("references"), values)
+    part("serialize", (), _step_types().serialize_key, given.get("serialize"),
+         where.child("serialize"), env)
     if "roots" in parts and "steps" in parts:
         problems.attempt(_check_roots, parts["roots"], parts["steps"], where.child("roots"))
     if "steps" in parts and all(key in parts or key not in given for key in ("values", "vars")):

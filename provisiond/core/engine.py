@@ -40,6 +40,7 @@ from provisiond.core.recovery import LAST_WRITER, Recovery
 from provisiond.core.reporting import Interrupted, Reporter
 from provisiond.core.runtime import Counters, ServiceRuntime, Work
 from provisiond.core.scheduler import Scheduler
+from provisiond.core.serialize import Admission, KeyFailed, ServiceKeys
 from provisiond.directory.access import NO_SUCH_OBJECT, Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
@@ -72,6 +73,7 @@ class Engine:
         self.env: jinja2.Environment = make_environment(config.templates)
         self.aggregates = Aggregates(self.factory, config.services, config.state_dir)
         self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
+        self.keys = ServiceKeys(self.env, self._unpark)  # `serialize:` (core/serialize.py)
         self.scheduler = Scheduler(self.clock, self._due)
         self.counters = Counters()
         self._stopping = threading.Event()
@@ -157,7 +159,7 @@ class Engine:
             _, _, work = self._queue.get()
             if work is None:
                 return
-            settled = False
+            settled: bool | None = False
             try:
                 settled = self._process(work)
             except Interrupted as exc:
@@ -169,9 +171,13 @@ class Engine:
             finally:
                 self._finish(work, settled)
 
-    def _finish(self, work: Work, settled: bool) -> None:
+    def _finish(self, work: Work, settled: bool | None) -> None:
         """Release the entry. Its changes count as handled only when `settled`: a change
-        deferred to a retry carries them along, one interrupted keeps the cookie before it."""
+        deferred to a retry carries them along, one interrupted keeps the cookie before it.
+        None: parked for its serialization key, still in hand (core/serialize.py)."""
+        if settled is None:
+            return
+        self.keys.release(work.uuid)
         rt = self.services[work.service]
         if settled:
             for seq in work.seqs:
@@ -184,6 +190,15 @@ class Engine:
                 return
         self._enqueue(again)
 
+    def _unpark(self, work: Work) -> None:
+        """A parked Work holds its key now: to the queue again, unless the daemon stops."""
+        with self._lock:
+            if not self._stopping.is_set():
+                self._enqueue(work)
+                return
+            self._busy.discard(work.uuid)  # its seqs stay outstanding: it comes back
+            self._lock.notify_all()
+
     def fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
         attributes = (*rt.spec.ldap_attributes(), LAST_WRITER)
         entry = self.directory.read(work.dn, attributes) if work.dn else None
@@ -191,8 +206,9 @@ class Engine:
             entry = self.directory.find_uuid(rt.spec.base, work.uuid, attributes)
         return entry
 
-    def _process(self, work: Work) -> bool:
-        """Look at one entry now; True when the change that brought it is settled."""
+    def _process(self, work: Work) -> bool | None:
+        """Look at one entry now; True when the change that brought it is settled, None when
+        parked until its serialization key is free (core/serialize.py)."""
         rt = self.services[work.service]
         spec, names = rt.spec, rt.spec.attributes
         try:
@@ -252,6 +268,16 @@ class Engine:
                             mode=request, reason=unmet))
                 return True
 
+        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
+                  refs=refs)
+        if invalid is None:
+            try:
+                admission = self.keys.admit(work, job)
+            except KeyFailed as exc:
+                invalid, invalid_code = str(exc), spec.invalid_code
+            else:
+                if admission is not Admission.GO:
+                    return None if admission is Admission.PARKED else False
         if work.kind == "request":
             claimed = self._claim(rt, work, entry, state, request)
             if claimed is not True:
@@ -261,8 +287,6 @@ class Engine:
             self.reporter.failure(rt, entry, request, invalid_code, f"validate: {invalid}",
                                  started)
             return True
-        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
-                  refs=refs)
         try:
             return self._provision(rt, work, entry, job, started)
         except (Interrupted, DirectoryUnavailable):
@@ -357,7 +381,7 @@ class Engine:
             return False
         rt.journal.confirm(entry.uuid)
         log.info(kv(event="claimed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
-                    mode=rt.spec.lifecycle.working[request]))
+                    mode=rt.spec.lifecycle.working[request], serialize=self.keys.held(entry.uuid)))
         return True
 
     def _still_there(self, rt: ServiceRuntime, entry: Entry) -> bool:
@@ -521,6 +545,8 @@ class Engine:
                     break
                 if item is not None:
                     self._busy.discard(item.uuid)
+            for item in self.keys.close():  # parked work goes the same way
+                self._busy.discard(item.uuid)
             while self._busy and time.monotonic() < deadline:
                 self._lock.wait(timeout=0.1)
             finished = not self._busy

@@ -23,6 +23,7 @@ from typing import Any
 import jinja2
 
 from provisiond.aggregates.mirror import Aggregates
+from provisiond.core.serialize import StepKeys
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.logfmt import kv
 from provisiond.model.settings import HookSettings, RenderAction, ServiceSpec, Step
@@ -67,6 +68,7 @@ class Pipeline:
         self.clock = clock
         self.context = Context(env, hooks, aggregates)
         self.types = types  # the registry's; a test may run a step type of its own
+        self.keys = StepKeys(env)  # one pipeline runs every service's jobs: keys daemon-wide
 
     def run(self, job: Job, outcome: Outcome | None = None) -> Outcome:
         """Run the steps from `outcome.next_step`; raises StepFailed, with `outcome` telling
@@ -124,7 +126,9 @@ class Pipeline:
     def _run_step(self, job: Job, step: Step, outcome: Outcome) -> None:
         kind = self.types(step)
         try:
-            kind.run(self.context, kind.plan(self.context, job, step, outcome.values), outcome)
+            with self.keys.hold(job, step, outcome.values):  # its `serialize:` key, if any
+                kind.run(self.context, kind.plan(self.context, job, step, outcome.values),
+                         outcome)
         except STEP_ERRORS as exc:
             raise failed(step, exc) from exc
 

@@ -132,6 +132,7 @@ class Step:
     admin: Literal["", "pre", "post"] = ""  # an admin hook (hooks.d) run before/after the steps
     fatal: bool = True  # False: a failure is logged and the entry goes on (post_failure: log)
     when: Condition | None = None  # the step runs only for jobs it holds for (model/conditions)
+    serialize: str = ""  # a key template: one job at a time runs this step per key (core/serialize)
 
     def applies(self, values: Mapping[str, Any], vars_: Mapping[str, Any], mode: str) -> bool:
         """Whether the step runs for a job with these values, vars and request."""
@@ -170,6 +171,7 @@ class ServiceSpec:
     references: Mapping[str, str] = field(default_factory=dict)
     admin_hooks: AdminHooks = field(default_factory=AdminHooks)
     lifecycle: Lifecycle = RESOURCE  # the modes its entries move through (model/states.py)
+    serialize: str = ""  # a key template: one job per key in the steps at a time (core/serialize)
 
     @property
     def sync_filter(self) -> str:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 
 from provisiond.config import readers
 from provisiond.config.schema import Where
@@ -52,7 +53,7 @@ def parse_step(data: Any, where: Where, env: jinja2.Environment) -> Step:
     for kind in STEP_TYPES.values():
         for option in kind.options:
             owners.setdefault(option, []).append(kind.name)
-    unknown = set(data) - {"name", "code", "when", *STEP_TYPES, *owners}
+    unknown = set(data) - {"name", "code", "when", "serialize", *STEP_TYPES, *owners}
     if unknown:
         raise where.child(sorted(unknown)[0]).error("unknown step option")
     kind = STEP_TYPES[kinds[0]]
@@ -62,7 +63,9 @@ def parse_step(data: Any, where: Where, env: jinja2.Environment) -> Step:
     action = kind.parse(data, where, env)
     return Step(name=readers.text(data, "name", where),
                 code=readers.code(data.get("code"), where.child("code")), action=action,
-                when=_condition(data.get("when"), where.child("when")))
+                when=_condition(data.get("when"), where.child("when")),
+                serialize=serialize_key(data.get("serialize"), where.child("serialize"), env,
+                                        STEP_KEY_NAMES))
 
 
 def _condition(data: Any, where: Where) -> Condition | None:
@@ -76,6 +79,31 @@ def _condition(data: Any, where: Where) -> Condition | None:
         return parse(data)
     except ConditionError as exc:
         raise where.error(f"{exc}") from exc
+
+
+# What a `serialize:` key may read (core/serialize.py): the job's context; a step's key also
+# the outputs of the hooks before it.
+SERVICE_KEY_NAMES = frozenset({"values", "refs", "vars", "entry", "service"})
+STEP_KEY_NAMES = SERVICE_KEY_NAMES | {"outputs"}
+
+
+def serialize_key(data: Any, where: Where, env: jinja2.Environment,
+                  names: frozenset[str] = SERVICE_KEY_NAMES) -> str:
+    """A service's or a step's `serialize:` (absent or "": none, so a service may switch
+    its kind's off), compiled now and reading only `names`: a misspelt root would otherwise
+    fail every entry at run time."""
+    if data is None:
+        return ""
+    if not isinstance(data, str):
+        raise where.error("must be a template in quotes, e.g. \"{{ refs.library.dn }}\"")
+    if not data.strip():
+        return ""
+    readers.inline(env, data, where)
+    unknown = sorted(meta.find_undeclared_variables(env.parse(data)) - names)
+    if unknown:
+        raise where.error(f"{unknown[0]} is not what a key may read (it reads "
+                          f"{', '.join(sorted(names))})")
+    return data
 
 
 def bind_programs(step: Step, vars_: Mapping[str, Any], env: jinja2.Environment,
