@@ -25,6 +25,7 @@ import jinja2
 from provisiond.aggregates.mirror import Aggregates
 from provisiond.core.serialize import StepKeys
 from provisiond.directory.connection import DirectoryUnavailable
+from provisiond.host.applied import PendingApplies
 from provisiond.logfmt import kv
 from provisiond.model.settings import HookSettings, RenderAction, ServiceSpec, Step
 from provisiond.model.work import Job, Outcome
@@ -66,7 +67,8 @@ class Pipeline:
         self.hooks = hooks
         self.aggregates = aggregates
         self.clock = clock
-        self.context = Context(env, hooks, aggregates)
+        # pending applies are kept beside the mirror's provisioned values, across restarts
+        self.context = Context(env, hooks, aggregates, PendingApplies(aggregates.state_dir))
         self.types = types  # the registry's; a test may run a step type of its own
         self.keys = StepKeys(env)  # one pipeline runs every service's jobs: keys daemon-wide
 

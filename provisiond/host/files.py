@@ -67,7 +67,8 @@ def check_root(root: str | os.PathLike[str]) -> Path:
     return _root_forms(root)[0]
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of `directory` (a rename, a new file) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -138,7 +139,7 @@ def atomic_write(
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
     return True
 
 
@@ -156,7 +157,7 @@ def install_temp(temp: Path, path: Path) -> None:
     if os.path.realpath(temp.parent) != os.path.realpath(path.parent):
         raise ValueError(f"{temp} is not beside {path}: the rename would not be atomic")
     os.rename(temp, path)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def confine(path: str | Path, roots: Sequence[Path]) -> Path:
@@ -242,7 +243,7 @@ def remove_path(path: Path) -> bool:
             os.unlink(path)
         except FileNotFoundError:
             return False
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
     return True
 
 

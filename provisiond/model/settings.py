@@ -100,6 +100,9 @@ class RenderAction:
     scope: Literal["entry", "all"] = "entry"
     validate: tuple[str, ...] = ()  # argv templates; `{{ file }}` is the temp file to check
     file_mode: int = 0o644
+    # argv templates (`{{ path }}`: the file) run once after a render changed the file
+    # (steps/on_change.py); a failed one is pending until it succeeds (host/applied.py)
+    on_change: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

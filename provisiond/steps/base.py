@@ -26,6 +26,7 @@ import jinja2
 
 from provisiond.aggregates.mirror import Aggregates
 from provisiond.config.schema import Where
+from provisiond.host.applied import PendingApplies
 from provisiond.host.files import PathNotAllowed, confine
 from provisiond.host.hooks import HookError, HookResult, run_hook
 from provisiond.host.jinja import RenderError, render_string
@@ -58,6 +59,9 @@ class Context:
     env: jinja2.Environment
     hooks: HookSettings
     aggregates: Aggregates
+    # files whose apply command (a render's on_change) has yet to succeed; the daemon's are
+    # kept in its state directory, a preview's or a test's in memory
+    applies: PendingApplies = field(default_factory=lambda: PendingApplies(None))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +88,7 @@ class Description:
     argv: list[str] | None = None
     environment: dict[str, str] | None = None
     validate: list[str] | None = None
+    on_change: list[str] | None = None  # a render's apply command (run when the file changes)
     error: str | None = None  # set: the run would fail (the message, without the step name)
     skipped: str | None = None  # set: the run would skip the step, and why ("when")
 

@@ -5,6 +5,13 @@ entry of the service (aggregates/mirror.py), the job's own entry laid over as it
 file is written crash-safely and only when its bytes change, so a re-run after a crash writes
 nothing; with `validate`, a checker (`rsnapshot configtest`) sees the new file as a temp file
 beside the target first, and a rejected file is never installed.
+`on_change: [argv]` (batch apply, steps/on_change.py) runs once after a render that changed
+the file, with `{{ path }}` the file: `on_change: [tgt-admin, --update, ALL]`. Never once per
+entry (a coalesced render of a file of all entries applies once for all the jobs it covers,
+and its failure fails each of them with its step's code), never for an unchanged file, except
+that an apply which failed or was cut short by a crash stays pending and runs with the next
+render. Before a changed file is installed, the last applied one is kept as FILE.prev; to
+roll back by hand: `mv FILE.prev FILE`, then the apply command.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from provisiond.steps.base import (
     tail,
     target_path,
 )
+from provisiond.steps.on_change import run_apply
 
 log = logging.getLogger("provisiond.steps")
 
@@ -62,6 +70,12 @@ class RenderPlan(Plan):
     content: bytes | None  # None (scope all): rendered from the entries when it runs
     validate: tuple[str, ...]  # argv templates; `{{ file }}` is the temp file to check
 
+    @property
+    def on_change(self) -> tuple[str, ...]:
+        """The apply command's argv templates (`{{ path }}`: the file); () for none."""
+        action: RenderAction = RENDER.action_of(self.step)
+        return action.on_change
+
 
 def aggregate_context(service: ServiceSpec) -> dict[str, Any]:
     """What paths and templates of files rendered from all entries see besides `entries`."""
@@ -75,7 +89,7 @@ class RenderStep(StepType[RenderPlan]):
     def parse(self, data: Mapping[str, Any], where: Where, env: jinja2.Environment) -> Action:
         where = where.child(self.name)
         data = readers.options(data[self.name], where, ("template", "path", "scope", "validate",
-                                                         "mode"))
+                                                         "mode", "on_change"))
         template = readers.template(env, readers.text(data, "template", where),
                                    where.child("template"))
         scope = data.get("scope", "entry")
@@ -88,15 +102,20 @@ class RenderStep(StepType[RenderPlan]):
             scope=scope,
             validate=readers.argv(env, validate, where.child("validate")) if validate else (),
             file_mode=readers.octal(data.get("mode"), where.child("mode"), 0o644),
+            on_change=readers.argv(env, data["on_change"], where.child("on_change"))
+            if "on_change" in data else (),
         )
 
     def bind_programs(self, action: Action, program: Callable[[str, Where], str],
                       where: Where) -> Action:
         assert isinstance(action, RenderAction)
-        if not action.validate:
-            return action
-        first = program(action.validate[0], where.child(self.name).child("validate").child(0))
-        return replace(action, validate=(first, *action.validate[1:]))
+        at = where.child(self.name)
+
+        def bound(argv: tuple[str, ...], option: str) -> tuple[str, ...]:
+            return (program(argv[0], at.child(option).child(0)), *argv[1:]) if argv else ()
+
+        return replace(action, validate=bound(action.validate, "validate"),
+                       on_change=bound(action.on_change, "on_change"))
 
     def plan(self, ctx: Context, job: Job, step: Step, outputs: Mapping[str, Any]) -> RenderPlan:
         action: RenderAction = self.action_of(step)
@@ -131,28 +150,36 @@ class RenderStep(StepType[RenderPlan]):
 
     def install(self, ctx: Context, plan: RenderPlan, content: bytes) -> bool:
         """Write `content` to the plan's path crash-safely, after the optional validator
-        accepts it; False if the file already holds exactly these bytes."""
+        accepts it; False if the file already holds exactly these bytes. With `on_change`,
+        its command runs after a change, and after no change while an earlier apply of the
+        file is still pending (steps/on_change.py)."""
         path = plan.path
-        try:
-            if path.read_bytes() == content:
-                return False
-        except OSError:
-            pass
+        changed = not _holds(path, content) and self._write(ctx, plan, content)
+        if plan.on_change and (changed or ctx.applies.pending(path)):
+            run_apply(ctx, plan, path, apply_argv(ctx, plan),
+                      plan.job if plan.content is not None else None)
+        return changed
+
+    def _write(self, ctx: Context, plan: RenderPlan, content: bytes) -> bool:
+        path = plan.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not plan.validate:
+        if not plan.validate and not plan.on_change:
             changed = atomic_write(path, content, mode=plan.file_mode)
         else:
             temp = write_temp_beside(path, content, mode=plan.file_mode)
             try:
-                argv = validate_argv(ctx, plan, str(temp))
-                program = resolve_program(argv[0], ctx.hooks.path)
-                environment = hook_environment(search_path=ctx.hooks.path,
-                                               service=plan.service.name, mode="", dn="",
-                                               uuid="", values={})
-                result = execute(ctx, plan, [program, *argv[1:]], environment,
-                                 ctx.hooks.timeout, uuid="")
-                if result.returncode != 0:
-                    raise StepError(f"{argv[0]} rejected {path.name}: {tail(result, 3)}")
+                if plan.validate:
+                    argv = validate_argv(ctx, plan, str(temp))
+                    program = resolve_program(argv[0], ctx.hooks.path)
+                    environment = hook_environment(search_path=ctx.hooks.path,
+                                                   service=plan.service.name, mode="", dn="",
+                                                   uuid="", values={})
+                    result = execute(ctx, plan, [program, *argv[1:]], environment,
+                                     ctx.hooks.timeout, uuid="")
+                    if result.returncode != 0:
+                        raise StepError(f"{argv[0]} rejected {path.name}: {tail(result, 3)}")
+                if plan.on_change:  # FILE.prev kept, the apply marked pending, durably
+                    ctx.applies.before_install(path)
                 install_temp(temp, path)
                 changed = True
             finally:
@@ -184,17 +211,17 @@ class RenderStep(StepType[RenderPlan]):
         if plan.validate:
             placeholder = f"{path.parent}/.{path.name}.XXXX.tmp"
             validate = validate_argv(ctx, plan, placeholder)
-        return Description(summary=f"{path}{scope}: {verb} (mode {plan.file_mode:04o})",
-                           path=str(path), changes=changes, diff=diff, validate=validate)
+        apply, then = _apply_shown(ctx, plan, changes)
+        return Description(summary=f"{path}{scope}: {verb} (mode {plan.file_mode:04o}){then}",
+                           path=str(path), changes=changes, diff=diff, validate=validate,
+                           on_change=apply)
 
     def check(self, hooks: HookSettings, service: ServiceSpec, mode: str,
               step: Step) -> list[Check]:
         action: RenderAction = self.action_of(step)
-        if not action.validate:
-            return []
-        program = action.validate[0]
-        return [Check(f"validate program {program} is executable",
-                      lambda: resolve_program(program, hooks.path))]
+        return [_program_check(option, argv[0], hooks)
+                for option, argv in (("validate", action.validate),
+                                     ("on_change", action.on_change)) if argv]
 
 
 def content_for(ctx: Context, plan: RenderPlan, entries: list[Member]) -> bytes:
@@ -205,6 +232,39 @@ def content_for(ctx: Context, plan: RenderPlan, entries: list[Member]) -> bytes:
 def validate_argv(ctx: Context, plan: RenderPlan, file: str) -> list[str]:
     """The validate command for the new content in `file`."""
     return [render_string(ctx.env, arg, {**plan.context, "file": file}) for arg in plan.validate]
+
+
+def apply_argv(ctx: Context, plan: RenderPlan) -> list[str]:
+    """The apply command (`on_change`) of the plan's file, `path` in its templates."""
+    context = {**plan.context, "path": str(plan.path)}
+    return [render_string(ctx.env, arg, context) for arg in plan.on_change]
+
+
+def _program_check(option: str, program: str, hooks: HookSettings) -> Check:
+    return Check(f"{option} program {program} is executable",
+                 lambda: resolve_program(program, hooks.path))
+
+
+def _apply_shown(ctx: Context, plan: RenderPlan, changes: bool) -> tuple[list[str] | None, str]:
+    """The apply command as a preview shows it (the program resolved), and what the summary
+    says of it: it runs after a change, or without one while an apply is pending."""
+    if not plan.on_change:
+        return None, ""
+    program, *rest = apply_argv(ctx, plan)
+    argv = [resolve_program(program, ctx.hooks.path), *rest]
+    if changes:
+        return argv, f"; then runs {' '.join(argv)}"
+    if ctx.applies.pending(plan.path):
+        return argv, f"; its apply is pending, so it runs {' '.join(argv)}"
+    return argv, ""
+
+
+def _holds(path: Path, content: bytes) -> bool:
+    """Whether the file at `path` has exactly these bytes (False when it cannot be read)."""
+    try:
+        return path.read_bytes() == content
+    except OSError:
+        return False
 
 
 def _diff(path: Path, new: bytes) -> tuple[bool, str]:
