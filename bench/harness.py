@@ -1,10 +1,16 @@
-"""What the benchmark runs on: a private slapd, a generated config, the daemon as a
-subprocess, a syslog socket that timestamps the daemon's own events, and cleanup.
+"""What the benchmark runs on: a private slapd, the daemon as a subprocess, a syslog socket that
+timestamps the daemon's own events, and cleanup.
 
 The daemon logs every outcome to syslog (`event=claimed ... dn=...`, `event=added ...`). The
 benchmark points `logging.syslog_address` at its own AF_UNIX datagram socket and stamps each
 datagram with `time.monotonic()` on arrival: that is how it learns, without adding any LDAP
 traffic or polling, when the daemon finished an entry.
+
+The daemon logs as it does under its systemd unit: to syslog only. Under systemd its stderr is
+the journal, and `JOURNAL_STREAM` names that stream's device and inode; the daemon then leaves
+stderr alone, since syslog reaches the journal already (`process/notify.stderr_is_journal`).
+The benchmark sets `JOURNAL_STREAM` to its log file's device and inode, which takes the same
+code path; the file then only gets what bypasses logging (a traceback, a warning).
 """
 
 from __future__ import annotations
@@ -21,29 +27,27 @@ import threading
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     import ldap3
 
+from bench.workload import directory_ldif
 from provisiond.testing.slapd import Slapd
 
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-SUFFIX = "dc=example,dc=org"
-DEMO_BASE = f"ou=demo,{SUFFIX}"  # latency entries (written while the daemon runs)
-QUEUE_BASE = f"ou=queue,{SUFFIX}"  # throughput entries (loaded before the daemon starts)
-BOUND_BASE = f"ou=bound,{SUFFIX}"  # entries the bound loop claims and reports
 # Events that make a figure meaningless: the run stops with them. (`disconnected` is not one:
 # stream reconnects are counted and reported, since they are part of what the daemon costs.)
 PROBLEM_EVENTS = ("failed", "step-failed", "internal-error", "retry", "claim-failed",
                   "report-failed", "report-retry", "hook-timeout")
+# What a service manager hands its services: the daemon must not talk to the benchmark's own.
+MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
+                     "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyasn1\..*")
 
@@ -91,50 +95,27 @@ class Cleanup:
 # -- the directory ------------------------------------------------------------------------------
 
 
-def ou_ldif(base: str) -> str:
-    name = base.split(",")[0].split("=", 1)[1]
-    return f"dn: {base}\nobjectClass: organizationalUnit\nou: {name}\n"
-
-
-def item_attributes(name: str) -> dict[str, Any]:
-    return {
-        "cn": name,
-        "provisiondMode": "add",
-        "provisiondState": "0",
-        "provisiondExecutionDate": "0",
-        "provisiondSize": "10M",
-    }
-
-
-ITEM_CLASSES = ["provisiondDemoItem", "provisiondProvisioning"]
-
-
-def item_ldif(name: str, base: str) -> str:
-    lines = [f"dn: cn={name},{base}", *(f"objectClass: {c}" for c in ITEM_CLASSES)]
-    lines += [f"{key}: {value}" for key, value in item_attributes(name).items()]
-    return "\n".join(lines) + "\n"
-
-
-def start_slapd(directory: Path, preload: dict[str, Iterable[str]], cleanup: Cleanup) -> Slapd:
-    """A private slapd with the project schema, `ou=demo` (as in tests/conftest.py) and the
-    OUs in `preload`, whose entries are loaded with slapadd before slapd starts. This is
-    `start_private_slapd` spelled out, so that the stop is registered before the start."""
-    parts = [ou_ldif(DEMO_BASE)]
-    for base, names in preload.items():
-        parts.append(ou_ldif(base))
-        parts += [item_ldif(name, base) for name in names]
+def start_slapd(directory: Path, pending: Mapping[str, Iterable[str]],
+                provisioned: Mapping[str, Iterable[str]], cleanup: Cleanup) -> Slapd:
+    """A private slapd with the project schema and the entries of `workload.directory_ldif`,
+    loaded with slapadd before slapd starts. This is `start_private_slapd` spelled out, so
+    that the stop is registered before the start."""
     directory.mkdir(parents=True, exist_ok=True)
     server = Slapd(directory=directory)
     cleanup.add("slapd", server.stop)
-    server.create("\n".join(parts))
+    server.create(directory_ldif(pending, provisioned))
     server.start()
     return server
 
 
-def connect(server: Slapd) -> ldap3.Connection:
+def connect_to(uri: str, bind_dn: str, password: str) -> ldap3.Connection:
     return ldap3.Connection(
-        ldap3.Server(server.uri, get_info=ldap3.NONE, connect_timeout=5), server.root_dn,
-        server.root_password, auto_bind=True, raise_exceptions=False, receive_timeout=10)
+        ldap3.Server(uri, get_info=ldap3.NONE, connect_timeout=5), bind_dn, password,
+        auto_bind=True, raise_exceptions=False, receive_timeout=10)
+
+
+def connect(server: Slapd) -> ldap3.Connection:
+    return connect_to(server.uri, server.root_dn, server.root_password)
 
 
 def count(conn: ldap3.Connection, base: str, search_filter: str) -> int:
@@ -155,71 +136,16 @@ def slapd_version() -> str:
     return match.group(1) if match else "unknown"
 
 
-# -- configuration ------------------------------------------------------------------------------
-
-
-def bench_service(base: str, root: Path) -> dict[str, Any]:
-    """The bench-only service: one per-entry render and a no-op hook (/bin/true) per entry."""
-    return {
-        "base": base,
-        "filter": "(objectClass=provisiondDemoItem)",
-        "scope": "one",
-        "attributes": {
-            "mode": "provisiondMode", "state": "provisiondState",
-            "execution_date": "provisiondExecutionDate",
-            "return_value": "provisiondReturnValue", "message": "provisiondMessage",
-        },
-        "values": {
-            "name": {"attribute": "cn", "type": "posix_name"},
-            "size": {"attribute": "provisiondSize", "type": "bytes", "min": "1M", "max": "1P"},
-        },
-        "vars": {"root": str(root)},
-        "roots": ["{{ vars.root }}"],
-        "invalid_code": 2,
-        "steps": {
-            "add": [
-                {"name": "write item file", "code": 7,
-                 "render": {"template": "bench/item.conf.j2",
-                            "path": "{{ vars.root }}/items/{{ values.name }}.conf"}},
-                {"name": "no-op hook", "code": 5, "hook": ["/bin/true", "{{ values.name }}"]},
-            ],
-        },
-    }
-
-
-def write_config(directory: Path, server: Slapd, *, mode: str, interval: float, base: str,
-                 syslog: Path, workers: int) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    root = directory / "root"
-    root.mkdir(exist_ok=True)
-    secret = server.write_password_file(directory / "bind.secret")
-    config = {
-        "ldap": {"uri": server.uri, "bind_dn": server.root_dn,
-                 "bind_password_file": str(secret)},  # shipped default timeout (10 s)
-        "sync": {"mode": mode, "interval": interval},
-        "state_dir": str(directory / "state"),
-        "workers": workers,
-        "shutdown_grace": 10,
-        "templates": [str(TEMPLATES)],
-        "logging": {"syslog_address": str(syslog), "level": "info"},
-        "retry": {"limit": 3, "initial": 0.2, "maximum": 1},
-        "hooks": {"timeout": 20, "kill_grace": 1},
-        "services": {"bench": bench_service(base, root)},
-    }
-    path = directory / "provisiond.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 # -- the daemon's events ------------------------------------------------------------------------
 
-_LINE = re.compile(rb"^<\d+>[^\[\]:]*\[(\d+)\]: event=(\S+)(.*)$", re.S)
+_LINE = re.compile(rb"^<\d+>[^\[\]:]*\[(\d+)\]: (?:event=(\S+)(.*))?", re.S)
 _DN = re.compile(r"(?:^| )dn=(\S+)")
+Record = tuple[float, str | None, str]  # arrival time, dn (lowercased) or None, the rest
 
 
 class SyslogCapture:
     """An AF_UNIX datagram socket standing in for /dev/log; every `event=` line is kept as
-    (arrival time, dn, text) per (pid, event)."""
+    (arrival time, dn, text) per (pid, event), every line as it came per pid."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -228,8 +154,9 @@ class SyslogCapture:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.settimeout(0.2)
         self._lock = threading.Lock()
-        self._events: dict[tuple[int, str], list[tuple[float, str | None, str]]] = (
-            defaultdict(list))
+        self._events: dict[tuple[int, str], list[Record]] = defaultdict(list)
+        self._lines: dict[int, list[bytes]] = defaultdict(list)
+        self._first: dict[tuple[int, str], Callable[[], None]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, name="syslog", daemon=True)
         self._thread.start()
@@ -243,22 +170,45 @@ class SyslogCapture:
             except OSError:
                 return
             arrived = time.monotonic()
-            match = _LINE.match(data.rstrip(b"\0\n"))
+            line = data.rstrip(b"\0\n")
+            match = _LINE.match(line)
             if not match:
                 continue
+            pid = int(match.group(1))
+            if match.group(2) is None:
+                with self._lock:
+                    self._lines[pid].append(line)
+                continue
+            event = match.group(2).decode()
+            callback = self._first.pop((pid, event), None)
+            if callback is not None:  # on this thread, microseconds after the daemon logged
+                try:
+                    callback()
+                except Exception as exc:  # noqa: BLE001 - the reader must go on
+                    print(f"bench: on {event} from {pid}: {exc!r}", file=sys.stderr)
             rest = match.group(3).decode(errors="replace")
             dn = _DN.search(rest)
             record = (arrived, dn.group(1).lower() if dn else None, rest)
             with self._lock:
-                self._events[(int(match.group(1)), match.group(2).decode())].append(record)
+                self._events[(pid, event)].append(record)
+                self._lines[pid].append(line)
 
-    def events(self, pid: int, event: str) -> list[tuple[float, str | None, str]]:
+    def on_first(self, pid: int, event: str, callback: Callable[[], None]) -> None:
+        """Call `callback` on the reader thread as soon as `pid`'s first `event` arrives
+        (register it before the daemon can log it)."""
+        self._first[(pid, event)] = callback
+
+    def events(self, pid: int, event: str) -> list[Record]:
         with self._lock:
             return list(self._events.get((pid, event), ()))
 
     def count(self, pid: int, event: str) -> int:
         with self._lock:
             return len(self._events.get((pid, event), ()))
+
+    def lines(self, pid: int) -> list[bytes]:
+        with self._lock:
+            return list(self._lines.get(pid, ()))
 
     def problems(self, pid: int) -> list[str]:
         with self._lock:
@@ -292,12 +242,18 @@ class SyslogCapture:
 
 
 class Daemon:
-    """`python -m provisiond --config CONFIG run` in the foreground, as systemd runs it."""
+    """`python -m provisiond --config CONFIG run` in the foreground, as its systemd unit runs
+    it: logging to syslog only (see the module doc)."""
 
-    def __init__(self, config: Path, log: Path, cleanup: Cleanup) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+    def __init__(self, config: Path, log: Path, capture: SyslogCapture,
+                 cleanup: Cleanup) -> None:
+        env = {key: value for key, value in os.environ.items() if key not in MANAGER_VARIABLES}
+        env["PYTHONPATH"] = str(REPO)
         self.log = log
+        self.capture = capture
         with open(log, "ab") as out:
+            info = os.fstat(out.fileno())
+            env["JOURNAL_STREAM"] = f"{info.st_dev}:{info.st_ino}"
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "provisiond", "--config", str(config), "run"],
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -343,37 +299,29 @@ class Daemon:
                 raise BenchError(f"the daemon did not stop within {timeout:g}s") from None
         return self.process.returncode
 
+    def keep_syslog(self) -> None:
+        """Write what the daemon sent to syslog beside its stderr file (`--keep` shows it)."""
+        with open(self.log.with_name("syslog.log"), "wb") as out:
+            out.writelines(line + b"\n" for line in self.capture.lines(self.pid))
+
+    def stderr_records(self) -> list[str]:
+        """Log records the daemon wrote to stderr: with syslog reachable there must be none."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if " event=" in line]
+
     def tail(self, lines: int = 15) -> str:
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            stderr = self.log.read_text(errors="replace").splitlines()[-lines:]
         except OSError:
-            return ""
-
-
-class RssSampler:
-    """psutil RSS of a process every `interval` seconds, as a cross-check of VmHWM."""
-
-    def __init__(self, process: psutil.Process, interval: float = 0.1) -> None:
-        self.process = process
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.Error:
-                return
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        return self.peak
+            stderr = []
+        syslog = [line.decode(errors="replace")
+                  for line in self.capture.lines(self.pid)[-lines:]]
+        return "\n".join([*(["syslog:", *syslog] if syslog else []),
+                          *(["stderr:", *stderr] if stderr else [])])
 
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
-
