@@ -109,18 +109,24 @@ def test_service_keys_park_work_and_hand_the_key_on_in_order() -> None:
     keys.release("u9")  # holds nothing: nothing happens
 
 
-def test_a_work_whose_key_changed_meanwhile_passes_the_old_one_on() -> None:
+def _a_holds_b_waits(source: str) -> tuple[ServiceKeys, list[Work], list[Work]]:
+    """Service keys of `source`, the work they submitted again, and works a, b, c of service
+    svc: a holds its key, b waits for it."""
     resumed: list[Work] = []
     keys = ServiceKeys(make_environment([]), resumed.append)
-    spec = _spec("lib-{{ values.owner }}")
-    a, b, c = (Work("svc", u, f"cn={u}") for u in ("a", "b", "c"))
-    keys.admit(a, _job(spec, "a"))
-    keys.admit(b, _job(spec, "b"))
-    keys.admit(c, _job(spec, "c"))
+    works = [Work("svc", uuid, f"cn={uuid}") for uuid in ("a", "b", "c")]
+    assert keys.admit(works[0], _job(_spec(source), "a")) is Admission.GO
+    assert keys.admit(works[1], _job(_spec(source), "b")) is Admission.PARKED
+    return keys, resumed, works
+
+
+def test_a_work_whose_key_changed_meanwhile_passes_the_old_one_on() -> None:
+    keys, resumed, (a, b, c) = _a_holds_b_waits("lib-{{ values.owner }}")
+    keys.admit(c, _job(_spec("lib-{{ values.owner }}"), "c"))
     keys.release("a")
     assert resumed == [b]
     # b's entry changed while it waited: it now wants lib-z; lib-x goes on to c
-    assert keys.admit(b, _job(spec, "b", owner="z")) is Admission.GO
+    assert keys.admit(b, _job(_spec("lib-{{ values.owner }}"), "b", owner="z")) is Admission.GO
     assert resumed == [b, c] and keys.held("c") == "lib-x" and keys.held("b") == "lib-z"
 
 
@@ -136,14 +142,9 @@ def test_an_empty_key_means_no_serialization_and_a_bad_one_fails() -> None:
 
 
 def test_a_stop_drops_the_parked_and_parks_nothing_more() -> None:
-    resumed: list[Work] = []
-    keys = ServiceKeys(make_environment([]), resumed.append)
-    spec = _spec("lib")
-    a, b, c = (Work("svc", u, f"cn={u}") for u in ("a", "b", "c"))
-    keys.admit(a, _job(spec, "a"))
-    keys.admit(b, _job(spec, "b"))
+    keys, resumed, (a, b, c) = _a_holds_b_waits("lib")
     assert keys.close() == [b]
-    assert keys.admit(c, _job(spec, "c")) is Admission.STOPPING
+    assert keys.admit(c, _job(_spec("lib"), "c")) is Admission.STOPPING
     keys.release("a")
     assert resumed == [] and keys.parked() == 0
 
@@ -246,13 +247,20 @@ echo "end $(date +%s.%N) $1" >> "$2"
 """
 
 
+# the same, but the first run for NAME ends with exit 75 (transient: retried as a resume)
+FLAKY = HOOK.replace("timed NAME", "flaky NAME").replace(
+    'sleep "$3"\n', 'sleep "$3"\n[ -e "$2.$1" ] || { touch "$2.$1"; '
+    'echo "end $(date +%s.%N) $1" >> "$2"; exit 75; }\n')
+
+
 @pytest.fixture
 def hooks(tmp_path: Path) -> Path:
     directory = tmp_path / "hooks"
     directory.mkdir()
-    path = directory / "timed"
-    path.write_text(HOOK)
-    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    for name, text in (("timed", HOOK), ("flaky", FLAKY)):
+        path = directory / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return directory
 
 
@@ -331,6 +339,24 @@ def test_one_service_key_never_lets_two_entries_overlap(
     assert waiting and all("serialize=library-root" in line for line in waiting), log
     claimed = [line for line in log.splitlines() if "event=claimed" in line]
     assert len(claimed) == 20 and all("serialize=library-root" in line for line in claimed)
+
+
+@pytest.mark.slow
+def test_a_job_deferred_to_a_retry_lets_go_and_waits_again_in_line(
+        slapd: Slapd, tmp_path: Path, hooks: Path) -> None:
+    root, times = tmp_path / "root", tmp_path / "times"
+    root.mkdir()
+    step = {**timed_step("work", times, 0.1), "hook": ["flaky", "{{ values.name }}",
+                                                     str(times), "0.1"]}
+    service = timed_service(root, times, steps=[step], serialize="library-{{ values.owner }}")
+    conn = connect(slapd)
+    with running(write_config(tmp_path / "cfg", slapd, {"custom": service}, workers=4,
+                              hooks={"path": [str(hooks)]})) as engine:
+        dns = [add_item(conn, f"item{i}") for i in range(4)]
+        all_added(conn, dns)
+        assert engine.counters.retried >= 4
+    runs = intervals(times)
+    assert len(runs) == 8 and overlapping(runs) == []  # every entry twice, one at a time
 
 
 @pytest.mark.slow
