@@ -312,7 +312,9 @@ class Engine:
                     return self._retry_later(rt, replace(work, kind="resume",
                                                          progress=failure.outcome),
                                              failure.message)
-                self.reporter.failure(rt, entry, request, failure.code, failure.message, started)
+                self.reporter.failure(rt, entry, request, failure.code, failure.message, started,
+                                      failure.outcome.written(spec.outputs, failed=True)
+                                      if failure.outcome else None)  # its on_failure outputs
                 return True
             result = self.reporter.report(rt, entry, lifecycle.success_changes(
                 spec.attributes, request, self.clock.now(), outcome.outputs, "ok",

@@ -1,4 +1,5 @@
-"""Writing an entry's outcome: added + timestamp, or the ReturnValue and a message.
+"""Writing an entry's outcome: added + timestamp, or the ReturnValue and a message (and the
+outputs: all of them with a success, those declared `on_failure` with a failure).
 
 The work is done when the outcome is written, so a report waits out an outage (the daemon
 stopping meanwhile raises `Interrupted`: the journal resumes the entry on the next start).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from provisiond.core.runtime import Counters
@@ -40,9 +42,19 @@ class Reporter:
         self.retry = retry
 
     def failure(self, rt: ServiceRuntime, entry: Entry, request: str, code: int,
-                        message: str, started: float) -> None:
-        result = self.report(rt, entry, lifecycle.failure_changes(rt.spec.attributes, code,
-                                                                   message))
+                message: str, started: float,
+                outputs: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Report a failure, with `outputs` (attribute -> texts: the job's outputs declared
+        `on_failure`, Outcome.written). Outputs the directory refuses (an attribute the entry
+        may not have) must not cost the failure report: it is written again without them,
+        saying so."""
+        names = rt.spec.attributes
+        result = self.report(rt, entry, lifecycle.failure_changes(names, code, message, outputs))
+        if not result.ok and outputs:
+            refused = ", ".join(o.name for o in rt.spec.outputs if o.attribute in outputs)
+            message = (f"{message} (outputs {refused} not written: the directory refused them: "
+                       f"{result.description})")
+            result = self.report(rt, entry, lifecycle.failure_changes(names, code, message))
         rt.journal.forget(entry.uuid)
         self.counters.count(rt.spec.name, "failure")
         log.error(kv(event="failed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,

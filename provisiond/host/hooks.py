@@ -12,10 +12,11 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
   token attributes them to their hook. The main process is not reaped until we are done
   signalling (waitid WNOWAIT): its pid is the group id and must not be recycled meanwhile.
 * stdout and stderr (two pipes, so `provisiond-set` is only taken from stdout) are drained
-  continuously; every stdout line is inspected, only `provisiond-set` lines are kept (bounded
-  by MAX_SETTING_LINE and `settings_limit`), and a 4 KiB tail of all output is kept for the
-  log. A chatty hook neither blocks on a full pipe nor exhausts memory, and a setting line that
-  does not fit is reported in `settings_lost` (the step fails), never dropped silently.
+  continuously; every stdout line is inspected, only `provisiond-set` lines are kept (every
+  value of a name, bounded by MAX_SETTING_LINE and `settings_limit`), and a 4 KiB tail of all
+  output is kept for the log. A chatty hook neither blocks on a full pipe nor exhausts memory,
+  and a setting line that does not fit is reported in `settings_lost` (the step fails), never
+  dropped silently.
 * On timeout the whole tree gets SIGTERM, then SIGKILL after `kill_grace`. After a normal exit,
   leftovers that keep the output pipe open are killed after a short grace (logged as strays);
   processes that detached properly are left alone (a hook may start a helper, e.g. FUSE).
@@ -70,7 +71,8 @@ class HookResult:
     timed_out: bool
     duration_ms: int  # from start until the main process exited
     output_tail: str  # last ~4 KiB of stdout+stderr (arrival order), errors="replace"
-    settings: Mapping[str, str] = field(hash=False)  # `provisiond-set NAME=VALUE` on stdout
+    # `provisiond-set NAME=VALUE` on stdout: each name's values, in order, without duplicates
+    settings: Mapping[str, tuple[str, ...]] = field(hash=False)
     settings_lost: str  # why some `provisiond-set` lines were not taken; "" if none was lost
 
 

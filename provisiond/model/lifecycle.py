@@ -174,10 +174,11 @@ def success_changes(
     names: StateAttributes,
     request: str,
     now: datetime,
-    outputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, Sequence[str]] | None = None,
     message: str | None = None,
     lifecycle: Lifecycle = RESOURCE,
 ) -> Changes:
+    """The request done; `outputs` (attribute -> texts) replace the attributes' values."""
     declared = lifecycle.request(request)
     changes: Changes = {
         names.mode: [(MODIFY_DELETE, [declared.working]), (MODIFY_ADD, [declared.done])],
@@ -186,16 +187,25 @@ def success_changes(
     }
     if names.message:
         changes[names.message] = [(MODIFY_REPLACE, [clip(message)] if message else [])]
-    for attribute, value in (outputs or {}).items():
-        changes[attribute] = [(MODIFY_REPLACE, [value])]
-    return changes
+    return _with_outputs(changes, outputs)
 
 
-def failure_changes(names: StateAttributes, code: int, message: str) -> Changes:
-    """Mode stays at `-ing`, state stays 0: only the code (and message) are written."""
+def failure_changes(names: StateAttributes, code: int, message: str,
+                    outputs: Mapping[str, Sequence[str]] | None = None) -> Changes:
+    """Mode stays at `-ing`, state stays 0: only the code (and message) are written, and the
+    outputs declared `on_failure` (attribute -> texts), replacing the attributes' values."""
     changes: Changes = {names.return_value: [(MODIFY_REPLACE, [str(code)])]}
     if names.message:
         changes[names.message] = [(MODIFY_REPLACE, [clip(message)])]
+    return _with_outputs(changes, outputs)
+
+
+def _with_outputs(changes: Changes, outputs: Mapping[str, Sequence[str]] | None) -> Changes:
+    """An output replaces its attribute as a whole: no texts remove it (a cleared multi)."""
+    for attribute, texts in (outputs or {}).items():
+        if isinstance(texts, str):  # the texts of one value, not its characters
+            raise TypeError(f"output {attribute}: a sequence of texts, not a str")
+        changes[attribute] = [(MODIFY_REPLACE, list(texts))]
     return changes
 
 

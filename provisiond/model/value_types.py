@@ -28,11 +28,15 @@ COMMON_KEYS: Mapping[str, str] = MappingProxyType({
     "type": "one of the types below (required)",
     "required": "a missing attribute is an error (default: true; false when a default is given)",
     "default": "used when the attribute is missing; written like an LDAP value",
-    "multi": "accept several values; the result is a list (default: false)",
+    "multi": "accept several values; the result is a list (default: false). An output "
+             "takes every `provisiond-set` line for it and replaces the attribute as a whole "
+             "(`NAME=` alone empties it)",
     "description": "free text for humans (default: empty)",
     "code": "ReturnValue when this value is invalid (default: the service's invalid_code)",
     "report_to": "outputs only: entry (default) writes it to the entry with the outcome, "
                  "parent to the entry's parent entry (an operation's library) just before",
+    "on_failure": "outputs only: written with a failure report too (the step that failed "
+                  "and the steps before it), not only on success (default: false)",
 })
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -64,6 +64,7 @@ class ValueSpec:
     description: str = ""
     code: int | None = None
     report_to: str = "entry"  # outputs: the entry, or its parent entry (REPORT_TO)
+    on_failure: bool = False  # outputs: also written with a failure report (steps/outputs.py)
 
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any], output: bool = False) -> ValueSpec:
@@ -94,6 +95,10 @@ class ValueSpec:
                             "the entry, never written anywhere")
         if report_to not in REPORT_TO:
             raise SpecError("report_to", f"must be {' or '.join(REPORT_TO)}, not {report_to!r}")
+        if "on_failure" in data and not output:
+            raise SpecError("on_failure", "only outputs take on_failure: a value is read from "
+                            "the entry, never written to it")
+        on_failure = at_key("on_failure", bool_option, data.get("on_failure", False))
         if default is not None and required:
             raise SpecError("default", "a required value never uses its default; drop one")
         if default is not None:
@@ -101,7 +106,7 @@ class ValueSpec:
         elif multi:
             default = []
         return cls(name, attribute, value_type, required, default, multi, description, code,
-                   report_to)
+                   report_to, on_failure)
 
     def parse_values(self, raw_values: Sequence[str]) -> Any:
         """The typed value (a list when multi) from the attribute's values, or InvalidValue."""

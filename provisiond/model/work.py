@@ -4,11 +4,12 @@ the aggregates (which overlay in-flight jobs on their mirrors)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from provisiond.model.settings import ServiceSpec
+from provisiond.model.values import ValueSpec, as_text
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,22 @@ class Outcome:
     at step N resumes at step N (after a crash, the journal resumes from the first step)."""
 
     next_step: int = 0
-    values: dict[str, Any] = field(default_factory=dict)  # output name -> parsed value
-    outputs: dict[str, str] = field(default_factory=dict)  # LDAP attribute -> value text
+    # output name -> parsed value (a list when multi): what later steps see as `outputs`
+    values: dict[str, Any] = field(default_factory=dict)
+    # LDAP attribute -> its texts: what a report writes, replacing the attribute's values
+    outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)
+
+    def record(self, spec: ValueSpec, value: Any) -> None:
+        """A hook reported output `spec` (a parsed value, a list when multi): it replaces
+        whatever an earlier step reported for it."""
+        self.values[spec.name] = value
+        items = value if spec.multi else [value]
+        self.outputs[spec.attribute] = tuple(as_text(item) for item in items)
+
+    def written(self, specs: Iterable[ValueSpec], failed: bool = False) -> dict[
+            str, tuple[str, ...]]:
+        """Attribute -> texts of the outputs among `specs` a report writes: every one
+        reported on success; on failure only those declared `on_failure`."""
+        return {spec.attribute: self.outputs[spec.attribute] for spec in specs
+                if spec.attribute in self.outputs and (spec.on_failure or not failed)}

@@ -4,7 +4,8 @@ The argv items are templates over the entry; the program name (argv[0]) was rend
 `vars` at load, so no LDAP value chooses which program runs, and it is looked up in the hook
 directories only. The hook gets a minimal environment (PROVISIOND_*), its whole process tree
 is killed at the timeout, exit 75 asks for a retry later, and `provisiond-set NAME=VALUE`
-lines report declared outputs that later steps and the entry's report get.
+lines report declared outputs that later steps and the entry's report get (steps/outputs.py;
+a failing hook's `on_failure` outputs go with the failure report).
 
 Admin hooks (config/admin_hooks.py) are hook steps too; their program is checked again for
 owner and mode before each run, since the file may have changed since the load.
@@ -28,6 +29,7 @@ from provisiond.host.jinja import render_string
 from provisiond.model.settings import Action, HookAction, HookSettings, ServiceSpec, Step
 from provisiond.model.values import as_text
 from provisiond.model.work import Job, Outcome
+from provisiond.steps import outputs
 from provisiond.steps.base import (
     Check,
     Context,
@@ -81,25 +83,15 @@ class HookStep(StepType[HookPlan]):
         name = plan.argv[0]
         result = execute(ctx, plan, [program, *plan.argv[1:]], plan.environment, plan.timeout,
                          plan.uuid)
-        if result.timed_out:
+        if result.timed_out:  # killed mid-way: nothing it printed is taken
             raise StepError(f"{name} timed out and was killed")
+        failure = None  # a failed hook's `on_failure` outputs are still taken
         if result.returncode == EXIT_RETRY:
-            raise StepError(f"{name} asked to retry later (exit 75)", transient=True)
-        if result.returncode != 0:
-            raise StepError(f"{name} exited {result.returncode}: {tail(result, 2)}")
-        if result.settings_lost:  # an output the hook set would be missing
-            raise StepError(f"{name}: {result.settings_lost}")
-        declared = {spec.name: spec for spec in plan.service.outputs}
-        for output, raw in result.settings.items():
-            spec = declared.get(output)
-            if spec is None:
-                raise StepError(f"hook set undeclared output {output!r}")
-            try:
-                value = spec.type.parse(raw)
-            except ValueError as exc:
-                raise StepError(f"output {output}: {exc}") from exc
-            outcome.values[output] = value
-            outcome.outputs[spec.attribute] = as_text(value)
+            failure = StepError(f"{name} asked to retry later (exit 75)", transient=True)
+        elif result.returncode != 0:
+            failure = StepError(f"{name} exited {result.returncode}: {tail(result, 2)}")
+        lost = f"{name}: {result.settings_lost}" if result.settings_lost else ""
+        outputs.take(outcome, plan.service.outputs, result.settings, lost, failure)
 
     def describe(self, ctx: Context, plan: HookPlan) -> Description:
         program = _program(ctx, plan)

@@ -141,7 +141,7 @@ def test_add_runs_its_steps_in_order_and_says_what_changed(unit: Unit) -> None:
     assert unit.file.read_text() == "name = alpha\nsize = 10485760\nmode = add\n"
     assert stat.S_IMODE(unit.file.stat().st_mode) == 0o640
     assert unit.hook_calls() == [f"add alpha {unit.root}"]
-    assert outcome.outputs == {"provisiondPath": str(unit.items)}  # the attribute to report
+    assert outcome.outputs == {"provisiondPath": (str(unit.items),)}  # the attribute to report
     assert str(outcome.values["path"]) == str(unit.items)  # parsed, for later steps' `outputs`
 
 

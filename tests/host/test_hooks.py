@@ -104,11 +104,12 @@ def test_settings_come_from_stdout_only(tmp_path: Path) -> None:
     )
     result = run_hook([hook], env=ENV, timeout=5)
     assert dict(result.settings) == {
-        "size": "20G",
-        "note": "a b=c  ",
-        "crlf": "x",
-        "last": "no-newline",
+        "size": ("10G", "20G"),  # every value, in order: the step decides (steps/outputs.py)
+        "note": ("a b=c  ",),
+        "crlf": ("x",),
+        "last": ("no-newline",),
     }
+    assert "2 not NAME=VALUE, the first 'Bad=1'" in result.settings_lost
 
 
 def test_environment_is_built_from_scratch(
@@ -253,7 +254,7 @@ def test_output_flood_is_capped_without_hanging(tmp_path: Path) -> None:
     # "without hanging": the hook ends by itself, well before the (generous) timeout
     result = run_hook([hook], env=ENV, timeout=120)
     assert result.returncode == 0 and not result.timed_out
-    assert dict(result.settings) == {"early": "1", "late": "1"}  # all lines are inspected
+    assert dict(result.settings) == {"early": ("1",), "late": ("1",)}  # all lines are inspected
     assert len(result.output_tail.encode()) <= 4096
     assert "done" in result.output_tail[-100:]
 
@@ -275,7 +276,7 @@ def test_background_child_holding_stdout_is_killed_as_stray(
         result = run_hook([hook], env=ENV, timeout=10, kill_grace=0.5)
     cleanup.extend(read_pids(pids, 1))
     assert result.returncode == 0 and not result.timed_out
-    assert dict(result.settings) == {"ok": "yes"}
+    assert dict(result.settings) == {"ok": ("yes",)}
     assert time.monotonic() - started < 30  # the stray was killed, not waited for
     assert wait_dead(cleanup) == []
     assert "hook-stray" in caplog.text

@@ -64,11 +64,12 @@ def test_claim_is_delete_old_add_new_and_clears_return_value() -> None:
 
 
 def test_success_sets_done_mode_utc_timestamp_and_zero() -> None:
-    changes = lifecycle.success_changes(NAMES, "modify", NOW, {"x": "1"})
+    changes = lifecycle.success_changes(NAMES, "modify", NOW, {"x": ("1",), "y": ()})
     assert changes["sstProvisioningMode"][1] == (MODIFY_ADD, ["modified"])
     assert changes["sstProvisioningState"] == [(MODIFY_REPLACE, ["20261122T134507Z"])]
     assert changes["sstProvisioningReturnValue"] == [(MODIFY_REPLACE, ["0"])]
     assert changes["x"] == [(MODIFY_REPLACE, ["1"])]
+    assert changes["y"] == [(MODIFY_REPLACE, [])]  # an emptied multi output: removed
 
 
 def test_failure_touches_only_return_value_and_message() -> None:
@@ -76,6 +77,13 @@ def test_failure_touches_only_return_value_and_message() -> None:
     changes = lifecycle.failure_changes(names, 7, "bad\nthing")
     assert set(changes) == {"sstProvisioningReturnValue", "provisiondMessage"}
     assert changes["provisiondMessage"] == [(MODIFY_REPLACE, ["bad thing"])]
+
+
+def test_failure_writes_the_outputs_it_is_given_as_a_whole() -> None:
+    changes = lifecycle.failure_changes(NAMES, 7, "no", {"slots": ("4", "2")})
+    assert changes["slots"] == [(MODIFY_REPLACE, ["4", "2"])]
+    with pytest.raises(TypeError):  # one text would be written character by character
+        lifecycle.failure_changes(NAMES, 7, "no", {"slots": "42"})
 
 
 def test_retry_only_for_failed_entries() -> None:
