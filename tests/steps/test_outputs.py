@@ -27,6 +27,7 @@ printf '%s\\n' "$*" >> "$root/args.$n"
 [ -f "$root/out.$n" ] && cat "$root/out.$n"
 exit "$(cat "$root/exit.$n" 2>/dev/null || echo 0)"
 """
+ITEM = f"cn=item,{DEMO_BASE}"  # the entry add_item(conn, "item") adds
 OUTPUTS: dict[str, Any] = {
     "slots": {"attribute": "description", "type": "integer", "multi": True, "on_failure": True},
     "path": {"attribute": "provisiondPath", "type": "path"},
@@ -64,7 +65,8 @@ class Outputs:
         self.conn = connect(slapd)
 
     def say(self, step: int, *lines: str, exit: int = 0) -> None:
-        (self.root / f"out.{step}").write_text("".join(f"{line}\n" for line in lines))
+        text = "".join(f"{line}\n" for line in lines)  # latin-1: "\xff" stays one byte
+        (self.root / f"out.{step}").write_bytes(text.encode("latin-1"))
         (self.root / f"exit.{step}").write_text(f"{exit}\n")
 
     def args(self, step: int) -> list[str]:
@@ -116,19 +118,26 @@ def test_a_multi_output_no_line_leaves_it_and_an_empty_value_clears_it(
     assert entry["provisiondMode"] == "modified" and "description" not in entry  # cleared
 
 
+def failed_with(unit: Outputs, *lines: str, exit: int = 0, step: int = 1) -> dict[str, str]:
+    """The entry `item` after step `step` printed `lines` and exited `exit`, failing it."""
+    unit.say(step, *lines, exit=exit)
+    add_item(unit.conn, "item")
+    assert unit.once() == 1
+    entry = read(unit.conn, ITEM)
+    assert entry["provisiondMode"] == "adding", entry
+    assert entry["provisiondReturnValue"] == str(40 + step), entry
+    return entry
+
+
 def test_on_failure_outputs_are_written_with_the_failure_report_and_the_others_not(
         slapd: Slapd, tmp_path: Path) -> None:
     unit = Outputs(slapd, tmp_path, steps=2)
     unit.say(1, "provisiond-set owner=tape", "provisiond-set path=/srv/done")  # succeeds
-    unit.say(2, "provisiond-set slots=4", "provisiond-set slots=2",
-             "provisiond-set path=/srv/half", "the changer says no", exit=3)
-    dn = add_item(unit.conn, "item")
-    assert unit.once() == 1
-    entry = read(unit.conn, dn)
-    assert entry["provisiondMode"] == "adding" and entry["provisiondReturnValue"] == "42"
+    entry = failed_with(unit, "provisiond-set slots=4", "provisiond-set slots=2",
+                        "provisiond-set path=/srv/half", "the changer says no", exit=3, step=2)
     assert "emit exited 3" in entry["provisiondMessage"]
     assert "the changer says no" in entry["provisiondMessage"]
-    assert unit.values(dn, "description") == ["4", "2"]  # the failed step's inventory
+    assert unit.values(ITEM, "description") == ["4", "2"]  # the failed step's inventory
     assert entry["provisiondOwner"] == "tape"  # an earlier step's on_failure output
     assert "provisiondPath" not in entry  # not on_failure: neither step 1's nor step 2's
 
@@ -138,23 +147,10 @@ def test_a_failure_report_the_directory_refuses_for_its_outputs_is_written_witho
     # provisiondQuota is not allowed on a demo item: the report with it is refused
     unit = Outputs(slapd, tmp_path, outputs={
         "quota": {"attribute": "provisiondQuota", "type": "bytes", "on_failure": True}})
-    unit.say(1, "provisiond-set quota=1G", exit=3)
-    dn = add_item(unit.conn, "item")
-    assert unit.once() == 1
-    entry = read(unit.conn, dn)
-    assert entry["provisiondMode"] == "adding" and entry["provisiondReturnValue"] == "41"
+    entry = failed_with(unit, "provisiond-set quota=1G", exit=3)
     assert "emit exited 3" in entry["provisiondMessage"]
     assert "outputs quota not written" in entry["provisiondMessage"]
     assert "provisiondQuota" not in entry
-
-
-def failed_with(unit: Outputs, *lines: str, exit: int = 0) -> dict[str, str]:
-    unit.say(1, *lines, exit=exit)
-    dn = add_item(unit.conn, "item")
-    assert unit.once() == 1
-    entry = read(unit.conn, dn)
-    assert entry["provisiondMode"] == "adding" and entry["provisiondReturnValue"] == "41"
-    return entry
 
 
 def test_an_undeclared_output_fails_the_step_naming_it(slapd: Slapd, tmp_path: Path) -> None:
@@ -169,18 +165,13 @@ def test_an_undeclared_output_fails_the_step_naming_it(slapd: Slapd, tmp_path: P
     ("provisiond-set owner=o'neil", "owner", "not a POSIX name"),
     ('provisiond-set path=/srv/"x"', "path", "bad component"),
     ("provisiond-set path=/srv/a ", "path", "whitespace"),
-    ("provisiond-set owner=\xff", "owner", "control character"),  # not UTF-8 (see below)
+    ("provisiond-set owner=\xff", "owner", "control character"),  # a byte that is not UTF-8
     ("provisiond-set slots=1\nprovisiond-set slots=two", "slots", "not an integer"),
     ("provisiond-set path=", "path", "empty value"),
 ])
 def test_a_hostile_or_invalid_value_fails_the_step_naming_the_output(
         slapd: Slapd, tmp_path: Path, line: str, name: str, reason: str) -> None:
-    unit = Outputs(slapd, tmp_path)
-    (unit.root / "out.1").write_bytes(line.encode("latin-1") + b"\n")  # \xff: one byte that is not UTF-8
-    dn = add_item(unit.conn, "item")
-    assert unit.once() == 1
-    entry = read(unit.conn, dn)
-    assert entry["provisiondReturnValue"] == "41", entry
+    entry = failed_with(Outputs(slapd, tmp_path), line)
     assert f"output {name}: " in entry["provisiondMessage"], entry["provisiondMessage"]
     assert reason in entry["provisiondMessage"], entry["provisiondMessage"]
     assert "description" not in entry  # nothing of this hook's is written
