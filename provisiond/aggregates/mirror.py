@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisiond.aggregates.provisioned import Attributes, ProvisionedStore
+from provisiond.aggregates.references import attach, named
 from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
-from provisiond.directory.decode import same_dn
+from provisiond.directory.decode import dn_key, same_dn
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.logfmt import kv
 from provisiond.model.settings import RenderAction
-from provisiond.model.values import InvalidValue, parse_entry
+from provisiond.model.values import InvalidValue, ValueSpec, parse_entry
 
 if TYPE_CHECKING:
     from provisiond.model.settings import ServiceSpec
@@ -49,12 +50,40 @@ log = logging.getLogger("provisiond.aggregate")
 @dataclass(frozen=True)
 class Member:
     """One entry as an aggregate template sees it: `item.dn`, `item.uuid`, `item.values.x`,
-    and `item.refs.<name>` for the entries it references (another Member)."""
+    and `item.refs.<name>` for the entries it references (another Member, or a list of them
+    for a multi-valued reference). As a referenced entry it also shows its declared outputs
+    as the directory holds them (`outputs.x`; one that does not parse is absent), its
+    service's `vars` and the name of its `service`."""
 
     dn: str
     uuid: str
     values: Mapping[str, Any]
-    refs: Mapping[str, Member] = field(default_factory=dict)
+    refs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    service: str = ""
+
+
+def known_outputs(specs: Sequence[ValueSpec], attributes: Attributes) -> dict[str, Any]:
+    """The outputs an entry's attributes hold, parsed leniently: what a hook reported once may
+    not parse under today's declaration, and such an output is absent rather than fatal."""
+    known: dict[str, Any] = {}
+    for spec in specs:
+        raw = attributes.get(spec.attribute.lower())
+        if not raw:
+            continue
+        try:
+            known[spec.name] = spec.parse_values(raw)
+        except InvalidValue:
+            continue
+    return known
+
+
+def member_of(service: ServiceSpec, uuid: str, dn: str, values: Mapping[str, Any],
+              attributes: Attributes) -> Member:
+    """An entry of `service` as templates see it, from its validated values and attributes."""
+    return Member(dn, uuid, values, outputs=known_outputs(service.outputs, attributes),
+                  vars=service.vars, service=service.name)
 
 
 class Coalescer:
@@ -107,7 +136,7 @@ class Mirror:
         self.lock = threading.Lock()
         self.stream = ChangeStream(
             factory, base=service.base, filter=service.aggregate_filter,
-            attributes=service.ldap_attributes(), mode="refresh", interval=60.0, cookie=None,
+            attributes=service.mirrored_attributes(), mode="refresh", interval=60.0, cookie=None,
             listener=self,
         )
 
@@ -130,7 +159,7 @@ class Mirror:
             log.warning(kv(event="aggregate-keeps-previous" if kept else "aggregate-skip",
                            service=self.service.name, dn=dn, msg=str(exc)))
             return False
-        self.members[uuid] = Member(dn, uuid, values)
+        self.members[uuid] = member_of(self.service, uuid, dn, values, attributes)
         return True
 
     def remove(self, uuid: str) -> None:
@@ -146,7 +175,7 @@ class Mirror:
             values = parse_entry(self.service.values, saved)
         except InvalidValue:
             return False
-        self.members[uuid] = Member(dn, uuid, values)
+        self.members[uuid] = member_of(self.service, uuid, dn, values, saved)
         return True
 
     def on_cookie(self, cookie: str, covers: int) -> None:
@@ -207,11 +236,13 @@ class Aggregates:
         for uuid, (dn, overlay) in overlays.items():
             if overlay is None:
                 found.pop(uuid, None)
+            elif uuid in found:  # being modified: its outputs are still the directory's
+                found[uuid] = replace(found[uuid], dn=dn, values=overlay)
             else:
-                found[uuid] = Member(dn, uuid, overlay)
+                found[uuid] = Member(dn, uuid, overlay, vars=service.vars, service=service.name)
         if service.references:  # one refresh per referenced service, not one per member
-            targets = {other: list(self.mirror(self.services[other]).current().values())
-                       for other in set(service.references.values())}
+            targets = {other: by_dn(self.mirror(self.services[other]).current().values())
+                       for other in {reference.service for reference in service.references}}
             found = {uuid: with_refs(service, member, targets) for uuid, member in found.items()}
         return sorted(found.values(), key=lambda member: member.dn.lower())
 
@@ -233,7 +264,8 @@ class Aggregates:
             known = self._mirrored[service.name] = any(
                 step.action.scope == "all" for steps in service.steps.values()
                 for step in steps if isinstance(step.action, RenderAction)) or any(
-                service.name in other.references.values() for other in self.services.values())
+                service.name == reference.service for other in self.services.values()
+                for reference in other.references)
         return known
 
     def settle(self, job: Job) -> None:
@@ -244,7 +276,7 @@ class Aggregates:
         if not self.mirrored(service):
             return
         found = self.directory.search(job.dn, service.aggregate_filter,
-                                      service.ldap_attributes(), scope="base")
+                                      service.mirrored_attributes(), scope="base")
         mirror = self.mirror(service)
         with mirror.lock:
             entry = next((e for e in found if e.uuid == job.uuid), None)
@@ -255,27 +287,10 @@ class Aggregates:
             if valid and mirror.store is not None and job.request != "delete":
                 mirror.store.save(entry.uuid, entry.attributes)
 
-    def resolve(self, service_name: str, dn: str) -> Member | None:
-        """The active entry of `service_name` at `dn`, current as of now, or None."""
-        members = self.mirror(self.services[service_name]).current().values()
-        return find_dn(members, dn)
-
-    def references(self, spec: ServiceSpec, values: Mapping[str, Any]
-                   ) -> tuple[dict[str, Any], str | None, int]:
-        """The entries `spec.references` name (value -> Member), or the reason and the
-        ReturnValue why one of them is not an active entry of its service."""
-        refs: dict[str, Any] = {}
-        codes = {value.name: value.code for value in spec.values}
-        for name, other in spec.references.items():
-            dn = values.get(name)
-            if dn is None:
-                continue  # an optional reference that is not set
-            target = self.resolve(other, str(dn))
-            if target is None:
-                reason = f'value "{name}": {dn} is not an active entry of service {other}'
-                return refs, reason, codes.get(name) or spec.invalid_code
-            refs[name] = target
-        return refs, None, 0
+    def overlays(self, service: ServiceSpec) -> dict[str, tuple[str, Mapping[str, Any] | None]]:
+        """The service's jobs in flight: uuid -> (dn, values, or None when being removed)."""
+        with self._lock:
+            return dict(self._overlays.get(service.name, {}))
 
     def render(self, service: ServiceSpec, path: Path,
                render: Callable[[list[Member]], None]) -> None:
@@ -286,14 +301,31 @@ def find_dn(members: Iterable[Member], dn: str) -> Member | None:
     return next((member for member in members if same_dn(member.dn, dn)), None)
 
 
+def by_dn(members: Iterable[Member]) -> dict[tuple[tuple[str, str], ...], Member]:
+    """Members by their DN as compared (decode.dn_key): one lookup per reference, not a scan."""
+    found = {}
+    for member in members:
+        try:
+            found[dn_key(member.dn)] = member
+        except ValueError:
+            continue
+    return found
+
+
 def with_refs(service: ServiceSpec, member: Member,
-              targets: Mapping[str, list[Member]]) -> Member:
-    """`member` with its references resolved from `targets` (service -> its active entries);
-    unresolved ones are absent (the entry itself was checked when it was provisioned)."""
-    refs = {}
-    for name, other in service.references.items():
-        dn = member.values.get(name)
-        target = find_dn(targets[other], dn) if isinstance(dn, str) else None
-        if target is not None:
-            refs[name] = target
+              targets: Mapping[str, Mapping[tuple[tuple[str, str], ...], Member]]) -> Member:
+    """`member` with its references resolved from `targets` (service -> its active entries,
+    by_dn); unresolved ones are absent (the entry itself was checked when it was provisioned),
+    a multi-valued reference is the list of those found."""
+    refs: dict[str, Any] = {}
+    for reference in service.references:
+        found = []
+        for dn in named(reference, member.dn, member.values):
+            try:
+                target = targets[reference.service].get(dn_key(dn))
+            except ValueError:
+                target = None
+            if target is not None:
+                found.append(target)
+        attach(refs, reference, found)
     return replace(member, refs=refs)

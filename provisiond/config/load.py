@@ -252,10 +252,10 @@ def _services(definitions: list[tuple[str, Any, Where]], env: jinja2.Environment
             specs.append(loaded[0])
             overrides.append((loaded[1], where.child("admin_hooks")))
     for spec in specs:
-        for value, service in spec.references.items():
-            if service not in names:
-                problems.add(names[spec.name].child("references").child(value).error(
-                    f"no service {service!r} (services: {', '.join(sorted(names))})"))
+        for reference in spec.references:
+            if reference.service not in names:
+                problems.add(names[spec.name].child("references").child(reference.name).error(
+                    f"no service {reference.service!r} (services: {', '.join(sorted(names))})"))
     if admin is None or len(specs) < len(names):
         return specs  # admin hook folders are matched against every service, once all load
     return problems.attempt(lambda: admin_hooks.attach(specs, overrides, admin)) or specs

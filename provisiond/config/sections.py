@@ -158,6 +158,21 @@ ATTRIBUTES = Section(
     ),
 )
 
+DEPENDENTS = Section(
+    "dependents",
+    "What the service's entries allow while active (or in-flight) entries of other services "
+    "reference them: a refused request is reported failed with `code`, naming them.",
+    (
+        Option("code", "int", "The ReturnValue of a refused request (unset: invalid_code).",
+               minimum=1, maximum=999),
+        Option("delete", "str", "refuse: a delete fails while entries reference the entry; "
+               "allow: it goes ahead.", default="refuse",
+               choices=("refuse", "allow")),
+        Option("fixed", "list", "Values a modify may not change while entries reference the "
+               "entry (compared with the values this daemon last provisioned).", default=()),
+    ),
+)
+
 SERVICE = Section(
     "services.NAME",
     "A service: which entries, which of their values, which steps per mode.",
@@ -208,8 +223,15 @@ SERVICE = Section(
                choices=("own", "all")),
         Option("invalid_code", "int", "The ReturnValue when an entry's value is invalid (a "
                "value's own `code` comes first).", default=1, minimum=1, maximum=999),
-        Option("references", "mapping", "`VALUE: SERVICE`: a single `dn` value that must name "
-               "an active entry of SERVICE; templates get it as `refs.VALUE`."),
+        Option("references", "mapping", "Entries of other services each entry needs, as "
+               "`refs.NAME` in templates and hook argv (their `dn`, `uuid`, `values`, `outputs`,"
+               " `vars`, `service`): `VALUE: SERVICE` or `VALUE: {service: SERVICE, code: N}`, "
+               "a `dn` value naming an entry of SERVICE (multi-valued: `refs.VALUE` is a list);"
+               " `NAME: {parent: SERVICE, code: N}`, the entry's parent. An entry waits while a "
+               "referenced one is being provisioned, and fails with `code` (default: the "
+               "value's code, then invalid_code) when one does not exist, is not an entry of "
+               "SERVICE, is inactive, is being deleted or has failed."),
+        Option("dependents", "mapping", DEPENDENTS.doc, section=DEPENDENTS),
         Option("serialize", "text", "A key (a template over the entry's values, refs, vars, "
                "entry and service, e.g. `\"{{ refs.library.dn }}\"`): at most one job with the "
                "same key is in its steps at a time, across every service with a `serialize`; "

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from provisiond.config import readers
 from provisiond.config.kind_vars import read_vars
 from provisiond.config.readers import inline
 from provisiond.config.schema import ConfigError, Problems, Where, read_section
@@ -24,12 +25,15 @@ from provisiond.config.syntax import check_dn, check_filter
 from provisiond.host.files import PathNotAllowed, check_root
 from provisiond.host.jinja import render_string
 from provisiond.model.settings import (
+    Dependents,
+    Reference,
     RenderAction,
     ServiceSpec,
     StateAttributes,
     Step,
 )
 from provisiond.model.states import LIFECYCLES, Lifecycle
+from provisiond.model.value_types import NAME_RE
 from provisiond.model.values import DnType, SpecError, ValueSpec
 
 # `values.items` in a template would find the dict method, not the value.
@@ -125,17 +129,48 @@ def _preconditions(data: Any, where: Where, values: tuple[ValueSpec, ...],
     return result
 
 
-def _references(data: Any, where: Where, values: tuple[ValueSpec, ...]) -> dict[str, str]:
+def _references(data: Any, where: Where, values: tuple[ValueSpec, ...],
+                invalid_code: int) -> tuple[Reference, ...]:
+    """`references:`: `VALUE: SERVICE` or `VALUE: {service: SERVICE, code: N}` (a `dn`
+    value, single or multi-valued, names the entries) and `NAME: {parent: SERVICE, code: N}`
+    (the entry's parent DN names it). Whether SERVICE exists is checked once every service is
+    known (config/load.py)."""
     by_name = {spec.name: spec for spec in values}
-    result: dict[str, str] = {}
-    for name, service in _mapping(data, where).items():
-        spec = by_name.get(name)
-        if spec is None or not isinstance(spec.type, DnType) or spec.multi:
-            raise where.child(name).error("must name a declared single `dn` value")
+    found = []
+    for name, given in _mapping(data, where).items():
+        at = where.child(str(name))
+        options = readers.options(given, at, ("service", "parent", "code"), shorthand="service")
+        keys = [key for key in ("service", "parent") if key in options]
+        if len(keys) != 1:
+            raise at.error("give either `service` (a dn value names the entry) or `parent` "
+                           "(the entry's parent DN does)")
+        service = options[keys[0]]
         if not isinstance(service, str) or not NAME.fullmatch(service):
-            raise where.child(name).error(f"must name a service, not {service!r}")
-        result[str(name)] = service
-    return result
+            named = at if isinstance(given, str) else at.child(keys[0])
+            raise named.error(f"must name a service, not {service!r}")
+        parent = keys[0] == "parent"
+        spec = None if parent else by_name.get(name)
+        if parent and (not isinstance(name, str) or not NAME_RE.fullmatch(name)
+                       or name in RESERVED_VALUE_NAMES):
+            raise at.error("a name for `refs.NAME`: lowercase letters, digits and '_', not a "
+                           "method of a mapping")
+        if not parent and (spec is None or not isinstance(spec.type, DnType)):
+            raise at.error("must name a declared `dn` value (or say `parent: SERVICE`)")
+        code = (readers.code(options["code"], at.child("code")) if "code" in options
+                else (spec.code if spec else None) or invalid_code)
+        found.append(Reference(str(name), service, code, parent=parent,
+                               multi=bool(spec and spec.multi)))
+    return tuple(found)
+
+
+def _dependents(given: Mapping[str, Any], where: Where,
+                values: tuple[ValueSpec, ...]) -> Dependents:
+    """`dependents:` as the DEPENDENTS section read it; `fixed` must name declared values."""
+    declared = {spec.name for spec in values}
+    for i, name in enumerate(given["fixed"]):
+        if name not in declared:
+            raise where.child("fixed").child(i).error(f"{name!r} is not a declared value")
+    return Dependents(code=given["code"], delete=given["delete"], fixed=tuple(given["fixed"]))
 
 
 def _expand(text: str, vars_: Mapping[str, Any], where: Where, env: jinja2.Environment) -> str:
@@ -263,7 +298,9 @@ def read_service(
     part("preconditions", ("values", "lifecycle"), _preconditions, given.get("preconditions"),
          where.child("preconditions"), values, parts.get("lifecycle"))
     part("references", ("values",), _references, given.get("references"),
-         where.child("references"), values)
+         where.child("references"), values, given.get("invalid_code", 1))
+    part("dependents", ("values",), _dependents, given.get("dependents"),
+         where.child("dependents"), values)
     part("serialize", (), _step_types().serialize_key, given.get("serialize"),
          where.child("serialize"), env)
     if "roots" in parts and "steps" in parts:

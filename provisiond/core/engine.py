@@ -26,6 +26,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,8 @@ from pathlib import Path
 import jinja2
 
 from provisiond.aggregates.mirror import Aggregates
+from provisiond.aggregates.references import Unresolved
+from provisiond.aggregates.resolver import Resolver
 from provisiond.core.clock import Clock
 from provisiond.core.journal import Claim, new_token
 from provisiond.core.pipeline import Pipeline, StepFailed
@@ -41,6 +44,7 @@ from provisiond.core.reporting import Interrupted, Reporter
 from provisiond.core.runtime import Counters, ServiceRuntime, Work
 from provisiond.core.scheduler import Scheduler
 from provisiond.core.serialize import Admission, KeyFailed, ServiceKeys
+from provisiond.core.waiting import Waiting
 from provisiond.directory.access import NO_SUCH_OBJECT, Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import assertion_control
@@ -51,7 +55,7 @@ from provisiond.host.jinja import make_environment
 from provisiond.host.tempsweep import sweep
 from provisiond.logfmt import kv
 from provisiond.model import lifecycle
-from provisiond.model.settings import Config
+from provisiond.model.settings import Config, ServiceSpec
 from provisiond.model.values import InvalidValue, has_control_characters, parse_entry
 from provisiond.model.work import Job
 
@@ -75,6 +79,8 @@ class Engine:
         self.pipeline = Pipeline(self.env, config.hooks, self.aggregates)
         self.keys = ServiceKeys(self.env, self._unpark)  # `serialize:` (core/serialize.py)
         self.scheduler = Scheduler(self.clock, self._due)
+        self.resolver = Resolver(self.aggregates)  # references between entries
+        self.waiting = Waiting(self.scheduler, self.clock, self.retry_delay)
         self.counters = Counters()
         self._stopping = threading.Event()
         self.locks = AggregateLocks()
@@ -254,19 +260,28 @@ class Engine:
         if has_control_characters(entry.dn):  # a DN may reach templates and logs
             invalid = invalid or f"the DN contains control characters: {entry.dn!r}"
         refs: dict[str, object] = {}
-        if invalid is None and spec.references:
+        if invalid is None and spec.references:  # aggregates/references.py
+            seen = self.waiting.successes
             try:
-                refs, unresolved, code = self.aggregates.references(spec, values)
+                found = self.resolver.check(spec, request, entry.dn, values)
             except DirectoryUnavailable as exc:
                 return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
-            if unresolved:
-                invalid, invalid_code = unresolved, code
+            if found.waiting is not None:
+                return self._wait(rt, work, entry, request, found.waiting, seen)
+            self.waiting.over(spec.name, entry.uuid)
+            refs, invalid, invalid_code = dict(found.refs), found.failure, found.code or invalid_code
         if invalid is None and work.kind == "request":
             unmet = lifecycle.preconditions_met(spec.preconditions.get(request, {}), values)
             if unmet:
                 log.info(kv(event="waiting", service=spec.name, dn=entry.dn, uuid=entry.uuid,
                             mode=request, reason=unmet))
                 return True
+            try:  # `dependents:` of an entry others reference
+                refused = self.resolver.refused(spec, request, entry.dn, entry.uuid, values)
+            except DirectoryUnavailable as exc:
+                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
+            if refused is not None:
+                invalid, invalid_code = refused
 
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
                   refs=refs)
@@ -328,12 +343,40 @@ class Engine:
             self._settle(rt, job)
         finally:
             self.aggregates.end(job)
+        self._referenced_done(job)
         rt.journal.forget(entry.uuid)
         self.counters.count(spec.name, "success")
         log.info(kv(event=spec.lifecycle.done[request], service=spec.name, dn=entry.dn,
                     uuid=entry.uuid, mode=spec.lifecycle.done[request], rc=0,
                     ms=int((time.monotonic() - started) * 1000)))
         return True
+
+    def _wait(self, rt: ServiceRuntime, work: Work, entry: Entry, request: str,
+              waiting: Unresolved, seen: int) -> bool:
+        """`entry` needs an entry that is being provisioned: no claim; it is looked at again
+        when a job of that entry's service succeeds, or after a backoff (never given up). Its
+        change stays unsettled (False) and goes along (core/waiting.py)."""
+        if self._stopping.is_set():
+            return False  # the stream brings it back
+        delay = self.waiting.park(work, waiting.reference.service, seen)
+        log.info(kv(event="waiting", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
+                    mode=request, reference=waiting.reference.name, target=waiting.dn,
+                    reason=waiting.reason, delay=f"{delay:.3g}s" if delay is not None else "0s"))
+        if delay is None:  # what it waits for may have just succeeded: look again now
+            self.submit(work)
+        return False
+
+    def _referenced_done(self, job: Job) -> None:
+        """A job of a service others reference succeeded: the entries waiting for one of its
+        entries are looked at now, and after a change the files of all entries of the services
+        referencing it are rendered again (they show its values and outputs)."""
+        dependents = self.resolver.dependent_services(job.service)
+        if not dependents:
+            return
+        for work in self.waiting.wake(job.service.name):
+            self.submit(work)
+        if job.service.lifecycle.request(job.request).effect == "change":
+            self.refresh_aggregates(dependents)
 
     def _settle(self, rt: ServiceRuntime, job: Job) -> None:
         try:
@@ -471,12 +514,14 @@ class Engine:
         while not self._stopping.wait(AGGREGATE_REFRESH_SECONDS):
             self.refresh_aggregates()
 
-    def refresh_aggregates(self) -> None:
-        for rt in self.services.values():
+    def refresh_aggregates(self, specs: Iterable[ServiceSpec] | None = None) -> None:
+        """Render the files of all entries of `specs` (default: every service) again; a
+        failure is logged (the periodic refresh tries again)."""
+        for spec in specs if specs is not None else [rt.spec for rt in self.services.values()]:
             try:
-                self.pipeline.refresh_aggregates(rt.spec)
+                self.pipeline.refresh_aggregates(spec)
             except (StepFailed, DirectoryUnavailable) as exc:
-                log.warning(kv(event="aggregate-refresh-failed", service=rt.spec.name,
+                log.warning(kv(event="aggregate-refresh-failed", service=spec.name,
                                reason=str(exc)))
 
     def save_cookies(self) -> None:

@@ -153,6 +153,36 @@ class AdminHooks:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Entries of another service an entry needs (`references:`): named by one of its `dn`
+    values (several when the value is multi-valued), or its parent DN. Templates and hook argv
+    get them as `refs.NAME` (aggregates/mirror.Member; a list for a multi-valued value). The
+    entry waits while a referenced entry is being provisioned and fails with `code` when one
+    cannot be (aggregates/references.py)."""
+
+    name: str  # refs.NAME; the dn value's name unless `parent`
+    service: str  # the service whose entry it must be
+    code: int  # ReturnValue when it cannot resolve (the value's code, else invalid_code)
+    parent: bool = False  # the entry's parent DN, not a value, names the entry
+    multi: bool = False  # the dn value is multi-valued: refs.NAME is a list
+
+    @property
+    def value(self) -> str | None:
+        """The dn value naming the referenced entries (None: the parent DN does)."""
+        return None if self.parent else self.name
+
+
+@dataclass(frozen=True)
+class Dependents:
+    """What a service's entries allow while entries of other services reference them
+    (`dependents:`): a delete, and a modify of a `fixed` value, are refused with `code`."""
+
+    code: int | None = None  # None: the service's invalid_code
+    delete: Literal["refuse", "allow"] = "refuse"
+    fixed: tuple[str, ...] = ()  # value names a modify may not change
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     base: str
@@ -169,9 +199,8 @@ class ServiceSpec:
     recover: Literal["own", "all"] = "own"
     kind: str | None = None
     invalid_code: int = 1  # ReturnValue when a value fails validation
-    # value name (a `dn` value) -> the service whose active entry it must name; templates
-    # get that entry as `refs.<name>` (dn, uuid, values)
-    references: Mapping[str, str] = field(default_factory=dict)
+    references: tuple[Reference, ...] = ()  # entries of other services it needs: `refs`
+    dependents: Dependents = field(default_factory=Dependents)  # when others reference it
     admin_hooks: AdminHooks = field(default_factory=AdminHooks)
     lifecycle: Lifecycle = RESOURCE  # the modes its entries move through (model/states.py)
     serialize: str = ""  # a key template: one job per key in the steps at a time (core/serialize)
@@ -194,6 +223,12 @@ class ServiceSpec:
     def ldap_attributes(self) -> tuple[str, ...]:
         names = list(self.attributes.names())
         names += [spec.attribute for spec in self.values]
+        return tuple(dict.fromkeys(names))
+
+    def mirrored_attributes(self) -> tuple[str, ...]:
+        """What a mirror of its entries reads: `ldap_attributes` and the outputs, which
+        entries referencing them see (`refs.NAME.outputs`)."""
+        names = [*self.ldap_attributes(), *(spec.attribute for spec in self.outputs)]
         return tuple(dict.fromkeys(names))
 
     def steps_for(self, mode: str) -> tuple[Step, ...]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
+from provisiond.aggregates.references import within
 from provisiond.directory.access import NO_SUCH_OBJECT, Entry, paged_search
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.decode import dn_key as parse_dn_key
@@ -79,21 +80,13 @@ def dn_key(dn: str) -> tuple[tuple[str, str], ...]:
         raise OperateError(f"{dn!r} is not a valid DN: {exc}", EX_USAGE) from exc
 
 
-def is_below(dn: str, base: str, scope: str = "sub") -> bool:
-    entry, suffix = dn_key(dn), dn_key(base)
-    if len(entry) < len(suffix) or entry[len(entry) - len(suffix):] != suffix:
-        return False
-    depth = len(entry) - len(suffix)
-    return {"base": depth == 0, "one": depth == 1}.get(scope, True)
-
-
 def find_entry(config: Config, reader: Reader, dn: str) -> tuple[ServiceSpec, Entry]:
     """The entry at `dn` and the service that manages it (its base and filter match)."""
     dn_key(dn)  # a usage error for something that is not a DN
-    candidates = [spec for spec in config.services if is_below(dn, spec.base, spec.scope)]
+    candidates = [spec for spec in config.services if within(dn, spec.base, spec.scope)]
     exists = False
     for spec in candidates:
-        attributes = [*spec.ldap_attributes(), *(o.attribute for o in spec.outputs)]
+        attributes = spec.mirrored_attributes()
         entry = reader.read(dn, attributes, spec.filter)
         if entry is not None:
             return spec, entry

@@ -20,13 +20,14 @@ from typing import Any, TextIO
 
 import jinja2
 
-from provisiond.aggregates.mirror import Aggregates
-from provisiond.directory.access import Directory, Entry
+from provisiond.aggregates.mirror import Aggregates, known_outputs
+from provisiond.aggregates.resolver import Resolver
+from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.exitcodes import EX_FAILED, EX_OK
 from provisiond.host.jinja import RenderError, make_environment
 from provisiond.model import lifecycle
-from provisiond.model.settings import Config, ServiceSpec, Step
+from provisiond.model.settings import Config, Step
 from provisiond.model.values import InvalidValue, as_text, parse_entry
 from provisiond.model.work import Job
 from provisiond.operate.common import (
@@ -87,25 +88,13 @@ def choose_mode(state: lifecycle.EntryState, requested: str | None) -> tuple[str
                        f"--mode {'|'.join(modes)}", 64)
 
 
-def _known_outputs(spec: ServiceSpec, entry: Entry) -> dict[str, Any]:
-    known: dict[str, Any] = {}
-    for output in spec.outputs:
-        raw = entry.attributes.get(output.attribute.lower())
-        if not raw:
-            continue
-        try:
-            known[output.name] = output.parse_values(raw)
-        except InvalidValue:
-            continue
-    return known
-
-
 class Previewer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.env: jinja2.Environment = make_environment(config.templates)
         self.directory = Directory(ConnectionFactory(config.ldap))
         self.aggregates = Aggregates(ConnectionFactory(config.ldap), config.services)
+        self.resolver = Resolver(self.aggregates)
         self.context = Context(self.env, config.hooks, self.aggregates)
 
     def preview(self, reader: Reader, dn: str, mode: str | None = None) -> Preview:
@@ -120,16 +109,23 @@ class Previewer:
             result.invalid = (f"validate: {exc} (the daemon would report ReturnValue "
                               f"{exc.code or spec.invalid_code})")
             return result
-        refs, unresolved, code = self.aggregates.references(spec, values)
-        if unresolved:
-            result.invalid = f"validate: {unresolved} (the daemon would report ReturnValue {code})"
+        found = self.resolver.check(spec, chosen, entry.dn, values)
+        failure = (found.failure, found.code) if found.failure else self.resolver.refused(
+            spec, chosen, entry.dn, entry.uuid, values)
+        if failure is not None:
+            result.invalid = (f"validate: {failure[0]} (the daemon would report ReturnValue "
+                              f"{failure[1]})")
             return result
+        if found.waiting is not None:
+            result.waiting = (f"{found.waiting.message} (the daemon waits, and looks again "
+                              "when it is provisioned)")
+        refs = found.refs
         result.values = {name: as_text(value) for name, value in values.items()}
         unmet = lifecycle.preconditions_met(spec.preconditions.get(chosen, {}), values)
         if unmet:
             result.waiting = (f"precondition not met: {unmet} (the daemon leaves the entry "
                               "until it is)")
-        outputs = _known_outputs(spec, entry)
+        outputs = known_outputs(spec.outputs, entry.attributes)
         result.outputs_known = {name: as_text(value) for name, value in outputs.items()}
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=chosen, values=values,
                   refs=refs)

@@ -273,9 +273,10 @@ class Schema:
 def sample_entry(spec: ServiceSpec, schema: Schema) -> tuple[str, list[str], dict[str, str]]:
     """(DN, object classes, attributes) of an entry asking for `add`, with every value set."""
     kind = spec.kind or spec.name
+    referencing = {reference.value for reference in spec.references}
     attributes = {value.attribute: sample_value(kind, value) for value in spec.values
-                  if value.name not in spec.references or value.required}
-    assert not set(spec.references) & {v.name for v in spec.values if v.required}, (
+                  if value.name not in referencing or value.required}
+    assert not referencing & {v.name for v in spec.values if v.required}, (
         f"kind {kind}: a required reference needs an entry of another service: teach "
         "tests/kinds/test_every_kind.py to make one")
     state = spec.attributes

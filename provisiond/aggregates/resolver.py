@@ -1,0 +1,187 @@
+"""The reads behind the reference graph (the decisions are aggregates/references.py).
+
+A referenced entry is looked up first where it is cheapest and most current: the mirror of
+its service (its active entries, brought up to date by a refreshOnly pass, with this daemon's
+own reports settled in), with the jobs in flight laid over. Only an entry that is not there is
+read from the directory (a base search of its DN with its service's filter and state
+attributes), so the entry waiting for its disk, or failing because the disk failed, can say
+which. The same mirrors tell which active or in-flight entries of other services reference an
+entry, for `dependents:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from provisiond.aggregates.mirror import Aggregates, Member, member_of
+from provisiond.aggregates.references import (
+    Seen,
+    Unresolved,
+    attach,
+    fixed_changed,
+    judge,
+    most_pressing,
+    named,
+    refusal,
+    within,
+)
+from provisiond.directory.decode import same_dn
+from provisiond.model import lifecycle
+from provisiond.model.settings import Reference, ServiceSpec
+from provisiond.model.values import InvalidValue, parse_entry
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What an entry's references came to: `refs` for its templates; or an entry to wait
+    for (`waiting`); or the failure (`failure`, `code`) it must be reported with."""
+
+    refs: Mapping[str, Any] = field(default_factory=dict)
+    waiting: Unresolved | None = None
+    failure: str | None = None
+    code: int = 0
+
+
+class Resolver:
+    def __init__(self, aggregates: Aggregates) -> None:
+        self.aggregates = aggregates
+        self.services = aggregates.services
+        self._dependents = {name: [other for other in self.services.values()
+                                   if any(r.service == name for r in other.references)]
+                            for name in self.services}
+
+    # -- an entry's references ---------------------------------------------------------------
+
+    def check(self, spec: ServiceSpec, request: str, dn: str,
+              values: Mapping[str, Any]) -> Resolution:
+        """The references of the entry at `dn` asking for `request`. A removal waits for
+        nothing and fails on no reference: what can be resolved is given to its steps.
+        Raises DirectoryUnavailable."""
+        refs, unresolved = self.resolve(spec, dn, values)
+        removing = spec.lifecycle.request(request).effect == "remove"
+        decisive = None if removing else most_pressing(unresolved)
+        if decisive is None:
+            return Resolution(refs)
+        if decisive.wait:
+            return Resolution(refs, waiting=decisive)
+        return Resolution(refs, failure=decisive.message, code=decisive.reference.code)
+
+    def resolve(self, spec: ServiceSpec, dn: str, values: Mapping[str, Any]
+                ) -> tuple[dict[str, Any], list[Unresolved]]:
+        """`refs` (name -> Member, a list for a multi-valued reference) and what did not
+        resolve. Raises DirectoryUnavailable."""
+        refs: dict[str, Any] = {}
+        unresolved: list[Unresolved] = []
+        current: dict[str, dict[str, Member]] = {}  # one refresh pass per service
+        for reference in spec.references:
+            target = self.services[reference.service]
+            if target.name not in current:
+                current[target.name] = target_members(self.aggregates, target)
+            found = []
+            for named_dn in named(reference, dn, values):
+                member, problem = self._find(reference, target, current[target.name], named_dn)
+                if member is not None:
+                    found.append(member)
+                if problem is not None:
+                    unresolved.append(problem)
+            attach(refs, reference, found)
+        return refs, unresolved
+
+    def _find(self, reference: Reference, target: ServiceSpec, members: Mapping[str, Member],
+              dn: str) -> tuple[Member | None, Unresolved | None]:
+        member = next((m for m in members.values() if same_dn(m.dn, dn)), None)
+        if member is not None:
+            return member, None
+        if any(same_dn(gone, dn) for gone in self._removing(target)):
+            return None, Unresolved(reference, dn, "it is being deleted")
+        seen, entry = self._read(target, dn)
+        problem = judge(reference, dn, seen)
+        if problem is not None or entry is None:
+            return None, problem
+        try:  # an active entry the mirror's last pass did not show yet: as read
+            values = parse_entry(target.values, entry.attributes)
+        except InvalidValue as exc:
+            return None, Unresolved(reference, dn, f"its values are invalid: {exc}")
+        return member_of(target, entry.uuid, entry.dn, values, entry.attributes), None
+
+    def _removing(self, target: ServiceSpec) -> list[str]:
+        return [dn for dn, values in self.aggregates.overlays(target).values() if values is None]
+
+    def _read(self, target: ServiceSpec, dn: str) -> tuple[Seen, Any]:
+        """What the directory says of `dn` as an entry of `target` (and the entry read)."""
+        directory = self.aggregates.directory
+        found = directory.search(dn, target.filter, target.mirrored_attributes(), scope="base")
+        if not found:
+            exists = bool(directory.search(dn, "(objectClass=*)", ["1.1"], scope="base"))
+            return Seen(exists=exists), None
+        entry = found[0]
+        active = not target.active or bool(directory.search(
+            dn, f"(&{target.filter}{target.active})", ["1.1"], scope="base"))
+        state = lifecycle.read_state(target.attributes, entry.attributes, target.lifecycle)
+        return Seen(exists=True, of_service=within(entry.dn, target.base, target.scope),
+                    active=active, state=state), entry
+
+    # -- the other direction: who references an entry ---------------------------------------
+
+    def dependent_services(self, spec: ServiceSpec) -> list[ServiceSpec]:
+        """The services whose entries may reference entries of `spec`."""
+        return self._dependents.get(spec.name, [])
+
+    def referencing(self, spec: ServiceSpec, dn: str) -> list[tuple[str, str]]:
+        """(service, DN) of the active or in-flight entries of other services that reference
+        the entry of `spec` at `dn`. Raises DirectoryUnavailable."""
+        found = []
+        for other in self.dependent_services(spec):
+            references = [r for r in other.references if r.service == spec.name]
+            for member in self.aggregates.entries(other):
+                if not same_dn(member.dn, dn) and any(same_dn(named_dn, dn) for reference in references
+                                           for named_dn in named(reference, member.dn,
+                                                                 member.values)):
+                    found.append((other.name, member.dn))
+        return found
+
+    def refused(self, spec: ServiceSpec, request: str, dn: str, uuid: str,
+                values: Mapping[str, Any]) -> tuple[str, int] | None:
+        """Why `dependents:` refuses `request` of the entry, and the ReturnValue; or None.
+        Raises DirectoryUnavailable."""
+        effect = spec.lifecycle.request(request).effect
+        policy = spec.dependents
+        if not self.dependent_services(spec):
+            return None
+        if effect == "remove":
+            changed: list[str] = []
+            if policy.delete != "refuse":
+                return None
+        elif effect == "change" and policy.fixed:
+            changed = fixed_changed(policy.fixed, self._provisioned(spec, uuid), values)
+            if not changed:
+                return None
+        else:
+            return None
+        referencing = self.referencing(spec, dn)
+        if not referencing:
+            return None
+        return refusal(referencing, changed), policy.code or spec.invalid_code
+
+    def _provisioned(self, spec: ServiceSpec, uuid: str) -> dict[str, Any] | None:
+        """The values this daemon last provisioned the entry with (None: not known)."""
+        store = self.aggregates.mirror(spec).store
+        saved = store.load(uuid) if store is not None else None
+        if saved is None:
+            return None
+        try:
+            return parse_entry(spec.values, saved)
+        except InvalidValue:
+            return None
+
+
+def target_members(aggregates: Aggregates, target: ServiceSpec) -> dict[str, Member]:
+    """The active entries of `target` as the mirror holds them now (uuid -> Member), without
+    those whose removal is in flight."""
+    members = aggregates.mirror(target).current()
+    for uuid, (_, values) in aggregates.overlays(target).items():
+        if values is None:
+            members.pop(uuid, None)
+    return members
