@@ -36,6 +36,7 @@ import jinja2
 from provisiond.aggregates.mirror import Aggregates
 from provisiond.aggregates.references import Unresolved
 from provisiond.aggregates.resolver import Resolver
+from provisiond.core import parents
 from provisiond.core.clock import Clock
 from provisiond.core.journal import Claim, new_token
 from provisiond.core.pipeline import Pipeline, StepFailed
@@ -327,13 +328,20 @@ class Engine:
                     return self._retry_later(rt, replace(work, kind="resume",
                                                          progress=failure.outcome),
                                              failure.message)
-                self.reporter.failure(rt, entry, request, failure.code, failure.message, started,
-                                      failure.outcome.written(spec.outputs, failed=True)
-                                      if failure.outcome else None)  # its on_failure outputs
+                # its on_failure outputs: those for the parent first (core/parents.py)
+                message = parents.with_failure(self.reporter, rt, entry, failure.outcome,
+                                               failure.message)
+                self.reporter.failure(rt, entry, request, failure.code, message, started,
+                                      parents.outputs(spec, failure.outcome, "entry", True))
+                return True
+            refused = parents.report(self.reporter, rt, entry,
+                                     parents.outputs(spec, outcome, "parent"))
+            if refused is not None:
+                self.reporter.failure(rt, entry, request, spec.invalid_code, refused, started)
                 return True
             result = self.reporter.report(rt, entry, lifecycle.success_changes(
-                spec.attributes, request, self.clock.now(), outcome.outputs, "ok",
-                spec.lifecycle))
+                spec.attributes, request, self.clock.now(),
+                parents.outputs(spec, outcome, "entry"), "ok", spec.lifecycle))
             if not result.ok:
                 self.reporter.failure(
                     rt, entry, request, spec.invalid_code,

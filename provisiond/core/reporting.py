@@ -62,22 +62,25 @@ class Reporter:
                      unreported=True if not result.ok else None,
                      ms=int((time.monotonic() - started) * 1000), msg=lifecycle.clip(message)))
 
-    def report(self, rt: ServiceRuntime, entry: Entry, changes: lifecycle.Changes) -> WriteResult:
-        """Write the outcome; while the directory is down, keep trying (the work is done).
-        Raises Interrupted when the daemon stops meanwhile."""
+    def report(self, rt: ServiceRuntime, entry: Entry, changes: lifecycle.Changes,
+               dn: str | None = None) -> WriteResult:
+        """Write the outcome (to `dn`, by default the entry's: core/parents.py writes to its
+        parent); while the directory is down, keep trying (the work is done). Raises
+        Interrupted when the daemon stops meanwhile."""
+        target = dn or entry.dn
         delay = self.retry.initial or 0.5
         while True:
             try:
-                result = self.directory.modify(entry.dn, changes)
+                result = self.directory.modify(target, changes)
             except DirectoryUnavailable as exc:
                 if self.stopping.wait(delay):
                     raise Interrupted(f"stopping before the outcome could be reported "
                                       f"({exc}); the next start resumes it") from exc
-                log.warning(kv(event="report-retry", service=rt.spec.name, dn=entry.dn,
+                log.warning(kv(event="report-retry", service=rt.spec.name, dn=target,
                                reason=str(exc)))
                 delay = min(delay * 2, self.retry.maximum)
                 continue
             if not result.ok:
-                log.error(kv(event="report-failed", service=rt.spec.name, dn=entry.dn,
+                log.error(kv(event="report-failed", service=rt.spec.name, dn=target,
                              uuid=entry.uuid, rc=result.code, msg=result.description))
             return result
