@@ -14,6 +14,7 @@ from typing import Any
 import ldap3
 import pytest
 
+from provisiond.config import load_config
 from provisiond.core.engine import Engine
 from provisiond.testing.slapd import Slapd
 from tests.support import (
@@ -311,3 +312,15 @@ def test_a_parent_reference_names_the_entry_above(slapd: Slapd, tmp_path: Path) 
     assert (root / "ops" / "o1.conf").read_text() == "o1 on slow1 at /dev/tank/slow1\n"
     assert found["provisiondReturnValue"] == "1", found  # the service's invalid_code
     assert "is not an entry of service disks" in found["provisiondMessage"], found
+
+
+def test_once_provisions_a_child_after_its_parent_in_one_pass(
+        slapd: Slapd, tmp_path: Path) -> None:
+    config, root = configure(tmp_path, slapd, initial=30, maximum=60)
+    conn = connect(slapd)
+    parent = disk(conn, "slow1")
+    children = [lun(conn, f"l{number}", parent) for number in range(3)]
+    assert Engine(load_config(config)).once() == 0
+    for child in children:
+        assert read(conn, child)["provisiondReturnValue"] == "0", read(conn, child)
+    assert runs(root)[0] == "disks slow1 "
