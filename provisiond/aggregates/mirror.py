@@ -86,42 +86,73 @@ def member_of(service: ServiceSpec, uuid: str, dn: str, values: Mapping[str, Any
                   vars=service.vars, service=service.name)
 
 
-class Coalescer:
-    """Run a function at most once at a time; callers waiting meanwhile share the next run."""
+@dataclass
+class _Run:
+    """One run of a Coalescer: which requests it covers, and how it ended."""
 
-    def __init__(self) -> None:
+    covers: int  # every request numbered up to this one was made before it started
+    stamp: int  # the Coalescer's stamp when it started
+    done: bool = False
+    error: BaseException | None = None
+
+
+class Coalescer:
+    """Run a function at most once at a time; callers waiting meanwhile share the next run.
+
+    A caller may also say from which `stamp` on a run covers it (`since`): a job's entry is
+    laid over the aggregate at its begin (Aggregates.begin, stamped), so any render that
+    started after that lists it. Such a caller shares the running render if it started late
+    enough, and needs none if the last one did and succeeded: a burst of jobs that began
+    together shares one render, not only the jobs that happened to wait for it."""
+
+    def __init__(self, stamp: Callable[[], int] = lambda: 0) -> None:
         self._cond = threading.Condition()
+        self._stamp = stamp
         self._requested = 0
-        self._completed = 0
-        self._running = False
-        self._error: BaseException | None = None
+        self._current: _Run | None = None
+        self._last: _Run | None = None
         self.runs = 0
 
-    def run(self, function: Callable[[], None]) -> None:
+    @property
+    def _running(self) -> bool:
+        return self._current is not None
+
+    def run(self, function: Callable[[], None], since: int | None = None) -> None:
         with self._cond:
             self._requested += 1
             ticket = self._requested
-            while self._running:
-                self._cond.wait()
-                if self._completed >= ticket:  # a run that started after we asked is done
-                    if self._error is not None:
-                        raise self._error
+            while True:
+                last = self._last
+                if last is not None and last.covers >= ticket:  # started after we asked
+                    if last.error is not None:
+                        raise last.error
                     return
-            self._running = True
-            covers = self._requested
-        error: BaseException | None = None
+                if last is not None and since is not None and last.stamp >= since \
+                        and last.error is None:
+                    return  # it listed the job already
+                current = self._current
+                if current is None:
+                    break
+                if since is not None and current.stamp >= since:
+                    while not current.done:  # it lists the job: its outcome is the job's
+                        self._cond.wait()
+                    if current.error is not None:
+                        raise current.error
+                    return
+                self._cond.wait()
+            run = self._current = _Run(covers=self._requested, stamp=self._stamp())
         try:
             function()
         except BaseException as exc:  # noqa: BLE001 - handed to every caller it covers
-            error = exc
+            run.error = exc
         with self._cond:
-            self._running = False
-            self._completed = covers
-            self._error = error
+            run.done = True
+            self._current = None
+            self._last = run
             self.runs += 1
             self._cond.notify_all()
-        if error is not None:
-            raise error
+        if run.error is not None:
+            raise run.error
 
 
 class Mirror:
@@ -209,20 +240,31 @@ class Aggregates:
         self._mirrored: dict[str, bool] = {}
         # service name -> uuid -> (dn, values or None when the entry is being deleted)
         self._overlays: dict[str, dict[str, tuple[str, Mapping[str, Any] | None]]] = {}
+        # (service name, uuid) -> the stamp of its overlay: a render started at or after it
+        # lists the job as it will be (Coalescer `since`)
+        self._begun: dict[tuple[str, str], int] = {}
+        self._stamps = 0
 
     def begin(self, job: Job) -> None:
         removing = job.service.lifecycle.request(job.request).effect == "remove"
         values = None if removing else job.values
         with self._lock:
             self._overlays.setdefault(job.service.name, {})[job.uuid] = (job.dn, values)
+            self._stamps += 1
+            self._begun[(job.service.name, job.uuid)] = self._stamps
 
     def end(self, job: Job) -> None:
         with self._lock:
             self._overlays.get(job.service.name, {}).pop(job.uuid, None)
+            self._begun.pop((job.service.name, job.uuid), None)
+
+    def _stamp(self) -> int:
+        with self._lock:
+            return self._stamps
 
     def coalescer(self, path: Path) -> Coalescer:
         with self._lock:
-            return self._coalescers.setdefault(path, Coalescer())
+            return self._coalescers.setdefault(path, Coalescer(self._stamp))
 
     def entries(self, service: ServiceSpec) -> list[Member]:
         """The active entries, sorted by DN so the output is stable."""
@@ -257,15 +299,16 @@ class Aggregates:
 
     def mirrored(self, service: ServiceSpec) -> bool:
         """Whether anything reads `service`'s mirror: its own files rendered from all
-        entries, or another service's references to its entries (decided once per service:
-        `settle` asks for every job)."""
+        entries, another service's references to its entries, or a file of all entries
+        that lists them (`sources`) (decided once per service: `settle` asks for every job)."""
         known = self._mirrored.get(service.name)
         if known is None:
             known = self._mirrored[service.name] = any(
                 step.action.scope == "all" for steps in service.steps.values()
                 for step in steps if isinstance(step.action, RenderAction)) or any(
                 service.name == reference.service for other in self.services.values()
-                for reference in other.references)
+                for reference in other.references) or any(
+                service.name in sources_of(other) for other in self.services.values())
         return known
 
     def settle(self, job: Job) -> None:
@@ -292,9 +335,31 @@ class Aggregates:
         with self._lock:
             return dict(self._overlays.get(service.name, {}))
 
+    def gather(self, service: ServiceSpec, sources: Sequence[str] = ()
+               ) -> tuple[list[Member], dict[str, list[Member]]]:
+        """What a file of all entries is made of: `service`'s active entries, and those of
+        each service in `sources` by name (each as `entries` gives them: overlays laid over,
+        references resolved)."""
+        own = self.entries(service)
+        return own, {name: own if name == service.name else self.entries(self.services[name])
+                     for name in sources}
+
     def render(self, service: ServiceSpec, path: Path,
-               render: Callable[[list[Member]], None]) -> None:
-        self.coalescer(path).run(lambda: render(self.entries(service)))
+               render: Callable[[list[Member], dict[str, list[Member]]], None],
+               sources: Sequence[str] = (), job: Job | None = None) -> None:
+        """Run `render` with what the file at `path` is made of, coalesced per path: one
+        writer, whichever service's job asks (the caller makes every request for one path
+        alike: steps/render.py plans a file several services render as its writer does).
+        `job`: the job that asks, covered by any render started since its begin."""
+        with self._lock:
+            since = self._begun.get((job.service.name, job.uuid)) if job is not None else None
+        self.coalescer(path).run(lambda: render(*self.gather(service, sources)), since)
+
+
+def sources_of(service: ServiceSpec) -> set[str]:
+    """The services whose entries `service`'s files of all entries list (`sources`)."""
+    return {name for steps in service.steps.values() for step in steps
+            if isinstance(step.action, RenderAction) for name in step.action.sources}
 
 
 def find_dn(members: Iterable[Member], dn: str) -> Member | None:

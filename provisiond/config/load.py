@@ -41,6 +41,7 @@ from provisiond.config.sections import (
     services_sample,
 )
 from provisiond.config.services import read_service
+from provisiond.config.shared_files import check_shared_files
 from provisiond.config.syntax import check_dn, check_uri, settings_problem
 from provisiond.host.jinja import make_environment
 from provisiond.logfmt import check_tag, parse_syslog_address
@@ -256,6 +257,7 @@ def _services(definitions: list[tuple[str, Any, Where]], env: jinja2.Environment
             if reference.service not in names:
                 problems.add(names[spec.name].child("references").child(reference.name).error(
                     f"no service {reference.service!r} (services: {', '.join(sorted(names))})"))
+    specs = check_shared_files(specs, names, env, problems)  # files of several services
     if admin is None or len(specs) < len(names):
         return specs  # admin hook folders are matched against every service, once all load
     return problems.attempt(lambda: admin_hooks.attach(specs, overrides, admin)) or specs

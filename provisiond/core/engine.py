@@ -525,9 +525,10 @@ class Engine:
     def refresh_aggregates(self, specs: Iterable[ServiceSpec] | None = None) -> None:
         """Render the files of all entries of `specs` (default: every service) again; a
         failure is logged (the periodic refresh tries again)."""
+        done: set[Path] = set()  # a file several of them show is rendered once
         for spec in specs if specs is not None else [rt.spec for rt in self.services.values()]:
             try:
-                self.pipeline.refresh_aggregates(spec)
+                self.pipeline.refresh_aggregates(spec, done)
             except (StepFailed, DirectoryUnavailable) as exc:
                 log.warning(kv(event="aggregate-refresh-failed", service=spec.name,
                                reason=str(exc)))

@@ -22,7 +22,7 @@ from typing import Any
 
 import jinja2
 
-from provisiond.aggregates.mirror import Aggregates
+from provisiond.aggregates.mirror import Aggregates, sources_of
 from provisiond.core.serialize import StepKeys
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.host.applied import PendingApplies
@@ -158,10 +158,31 @@ class Pipeline:
         depend on an entry (for the start-up sweep of temp files)."""
         return render.written_directories(self.context, service)
 
-    def refresh_aggregates(self, service: ServiceSpec) -> None:
-        """Render every file of all entries again from the directory's current state, so
-        changes made elsewhere arrive without waiting for a change here. Raises StepFailed."""
-        for plan in self._aggregate_plans(service):
+    def _files_showing(self, service: ServiceSpec) -> list[render.RenderPlan]:
+        """The distinct files that list `service`'s entries: its own files of all entries,
+        and those of other services naming it in `sources` (each planned as its writer
+        plans it); raises StepFailed when a path is not allowed."""
+        plans = self._aggregate_plans(service)
+        for other in self.aggregates.services.values():
+            if other.name != service.name and service.name in sources_of(other):
+                plans += [plan for plan in self._aggregate_plans(other)
+                          if service.name in plan.sources]
+        found: dict[Path, render.RenderPlan] = {}
+        for plan in plans:
+            found.setdefault(plan.path, plan)
+        return list(found.values())
+
+    def refresh_aggregates(self, service: ServiceSpec, done: set[Path] | None = None) -> None:
+        """Render every file that lists the service's entries again from the directory's
+        current state, so changes made elsewhere arrive without waiting for a change here.
+        `done`: the files a pass over several services rendered already (a file several
+        services show is rendered once per pass); those rendered here are added. Raises
+        StepFailed."""
+        for plan in self._files_showing(service):
+            if done is not None:
+                if plan.path in done:
+                    continue
+                done.add(plan.path)
             try:
                 render.RENDER.run(self.context, plan, Outcome())
             except STEP_ERRORS as exc:

@@ -103,6 +103,11 @@ class RenderAction:
     # argv templates (`{{ path }}`: the file) run once after a render changed the file
     # (steps/on_change.py); a failed one is pending until it succeeds (host/applied.py)
     on_change: tuple[str, ...] = ()
+    # scope all: services whose active entries the template also gets, as `sources.<name>`
+    sources: tuple[str, ...] = ()
+    # set at load when several services render this file: the service (the first in the
+    # configuration) whose entries, name and vars it is rendered with, whichever job asks
+    writer: str = ""
 
 
 @dataclass(frozen=True)

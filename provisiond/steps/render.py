@@ -69,6 +69,7 @@ class RenderPlan(Plan):
     context: Mapping[str, Any]  # what the template sees (scope all: besides `entries`)
     content: bytes | None  # None (scope all): rendered from the entries when it runs
     validate: tuple[str, ...]  # argv templates; `{{ file }}` is the temp file to check
+    sources: tuple[str, ...] = ()  # scope all: the services the template sees as `sources`
 
     @property
     def on_change(self) -> tuple[str, ...]:
@@ -89,7 +90,7 @@ class RenderStep(StepType[RenderPlan]):
     def parse(self, data: Mapping[str, Any], where: Where, env: jinja2.Environment) -> Action:
         where = where.child(self.name)
         data = readers.options(data[self.name], where, ("template", "path", "scope", "validate",
-                                                         "mode", "on_change"))
+                                                         "mode", "sources", "on_change"))
         template = readers.template(env, readers.text(data, "template", where),
                                    where.child("template"))
         scope = data.get("scope", "entry")
@@ -102,6 +103,7 @@ class RenderStep(StepType[RenderPlan]):
             scope=scope,
             validate=readers.argv(env, validate, where.child("validate")) if validate else (),
             file_mode=readers.octal(data.get("mode"), where.child("mode"), 0o644),
+            sources=_sources(data.get("sources"), scope, where.child("sources")),
             on_change=readers.argv(env, data["on_change"], where.child("on_change"))
             if "on_change" in data else (),
         )
@@ -130,23 +132,27 @@ class RenderStep(StepType[RenderPlan]):
 
     def plan_all(self, ctx: Context, service: ServiceSpec, step: Step,
                  job: Job | None = None) -> RenderPlan:
-        """The plan of a file rendered from all entries (`job`: the one that asks for it)."""
+        """The plan of a file rendered from all entries (`job`: the one that asks for it).
+        A file several services render is planned as its writer renders it (the action's
+        `writer`), so one coalesced render serves the jobs of all of them alike."""
         action: RenderAction = self.action_of(step)
+        service = ctx.aggregates.services.get(action.writer, service)
         context = aggregate_context(service)
         path = target_path(ctx, service, action.path, context)
         return RenderPlan(step=step, service=service, job=job, path=path,
                           file_mode=action.file_mode, template=action.template, context=context,
-                          content=None, validate=action.validate)
+                          content=None, validate=action.validate, sources=action.sources)
 
     def run(self, ctx: Context, plan: RenderPlan, outcome: Outcome) -> None:
         if plan.content is None:
-            ctx.aggregates.render(plan.service, plan.path, lambda entries: self._install_all(
-                ctx, plan, entries))
+            ctx.aggregates.render(plan.service, plan.path, lambda entries, sources: (
+                self._install_all(ctx, plan, entries, sources)), plan.sources, plan.job)
         elif self.install(ctx, plan, plan.content):
             outcome.changed.append(str(plan.path))
 
-    def _install_all(self, ctx: Context, plan: RenderPlan, entries: list[Member]) -> None:
-        self.install(ctx, plan, content_for(ctx, plan, entries))
+    def _install_all(self, ctx: Context, plan: RenderPlan, entries: list[Member],
+                     sources: Mapping[str, list[Member]]) -> None:
+        self.install(ctx, plan, content_for(ctx, plan, entries, sources))
 
     def install(self, ctx: Context, plan: RenderPlan, content: bytes) -> bool:
         """Write `content` to the plan's path crash-safely, after the optional validator
@@ -197,12 +203,15 @@ class RenderStep(StepType[RenderPlan]):
             if job is not None:
                 ctx.aggregates.begin(job)  # in memory only: how the daemon sees the set
             try:
-                entries = ctx.aggregates.entries(plan.service)
+                entries, sources = ctx.aggregates.gather(plan.service, plan.sources)
             finally:
                 if job is not None:
                     ctx.aggregates.end(job)
-            content = content_for(ctx, plan, entries)
+            content = content_for(ctx, plan, entries, sources)
             scope = f" from {len(entries)} active entr{'y' if len(entries) == 1 else 'ies'}"
+            if sources:
+                counts = ", ".join(f"{name} {len(members)}" for name, members in sources.items())
+                scope += f" (sources: {counts})"
         path = plan.path
         changes, diff = _diff(path, content)
         verb = ("would be created" if not os.path.lexists(path) else "would change") \
@@ -224,9 +233,26 @@ class RenderStep(StepType[RenderPlan]):
                                      ("on_change", action.on_change)) if argv]
 
 
-def content_for(ctx: Context, plan: RenderPlan, entries: list[Member]) -> bytes:
-    """The content of a file rendered from all entries."""
-    return render_template(ctx.env, plan.template, {**plan.context, "entries": entries}).encode()
+def _sources(data: Any, scope: str, where: Where) -> tuple[str, ...]:
+    """The services a file of all entries lists besides the service's own (that each names
+    a configured service is checked once all are known: config/shared_files.py)."""
+    if data is None:
+        return ()
+    if scope != "all":
+        raise where.error("only with scope: all (a file rendered from all entries)")
+    if not isinstance(data, list) or not data or not all(
+            isinstance(name, str) and name for name in data):
+        raise where.error("must be a non-empty list of service names")
+    if len(set(data)) < len(data):
+        raise where.error("names a service twice")
+    return tuple(data)
+
+
+def content_for(ctx: Context, plan: RenderPlan, entries: list[Member],
+                sources: Mapping[str, list[Member]] | None = None) -> bytes:
+    """The content of a file rendered from all entries (and those of its `sources`)."""
+    return render_template(ctx.env, plan.template, {
+        **plan.context, "entries": entries, "sources": dict(sources or {})}).encode()
 
 
 def validate_argv(ctx: Context, plan: RenderPlan, file: str) -> list[str]:
