@@ -125,7 +125,7 @@ def test_deleting_an_entry_of_one_source_takes_it_out_of_the_file(
         l1, l2 = (add(conn, LUNS, name, provisiondReference=t1) for name in ("l1", "l2"))
         wait_for(lambda: shows(root, "target t1\nlun l1 of t1\nlun l2 of t1\n"),
                  what="both luns listed")
-        wait_for(lambda: mode_of(conn, l2) == "added", what="l2 added")
+        wait_for(lambda: mode_of(conn, l1) == mode_of(conn, l2) == "added", what="luns added")
         request(conn, l1, "delete")
         wait_for(lambda: mode_of(conn, l1) == "deleted", what="lun deleted")
         assert shows(root, "target t1\nlun l2 of t1\n")
