@@ -69,6 +69,8 @@ def known_outputs(specs: Sequence[ValueSpec], attributes: Attributes) -> dict[st
     not parse under today's declaration, and such an output is absent rather than fatal."""
     known: dict[str, Any] = {}
     for spec in specs:
+        if spec.report_to != "entry":  # written to the parent: not this entry's
+            continue
         raw = attributes.get(spec.attribute.lower())
         if not raw:
             continue
@@ -246,9 +248,14 @@ class Aggregates:
         self._stamps = 0
 
     def begin(self, job: Job) -> None:
+        """Lay the job's entry over the files of all entries, as it will be once done (the
+        engine does so at the job's first render of such a file, after its earlier steps;
+        again is a no-op: the first stamp stays)."""
         removing = job.service.lifecycle.request(job.request).effect == "remove"
         values = None if removing else job.values
         with self._lock:
+            if (job.service.name, job.uuid) in self._begun:
+                return
             self._overlays.setdefault(job.service.name, {})[job.uuid] = (job.dn, values)
             self._stamps += 1
             self._begun[(job.service.name, job.uuid)] = self._stamps

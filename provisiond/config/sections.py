@@ -208,8 +208,10 @@ SERVICE = Section(
                " (the value types: docs/KINDS.md). Only validated values reach templates, paths"
                " and hooks."),
         Option("outputs", "mapping", "Values a hook may report with `provisiond-set "
-               "NAME=VALUE`, declared like values and written to the entry with the outcome; "
-               "one declared `report_to: parent` is written to the entry's parent entry "
+               "NAME=VALUE`, declared like values (each line checked with its type) and "
+               "written to the entry with the outcome; `multi: true` takes every line and "
+               "replaces the attribute as a whole, `on_failure: true` is written with a "
+               "failure too, and `report_to: parent` goes to the entry's parent entry "
                "instead (an operation's result on its library), before the entry's outcome."),
         Option("preconditions", "mapping", "Per mode, the values an entry must have, e.g. "
                "`delete: {active: false}`."),

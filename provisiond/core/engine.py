@@ -16,6 +16,13 @@ Guarantees, and where they come from:
   (watermark); future-dated entries, which a cookie moves past, are found again by `recover`;
 - every claimed entry ends with an outcome in the directory: an unexpected exception fails it
   with a code and a message, and a report the server refuses is replaced by a failure report.
+
+This module holds what must share one lock: the queue, the entries in hand (busy, again,
+retrying, parked for a key or a batch render) and the routing between them. Everything that
+can be decided apart from that state lives apart and is called from here: claims.py (the
+compare-and-swap), intake.py (what a claim is for), pipeline.py (the steps), batches.py
+(renders shared by parked jobs), serialize.py, waiting.py, parents.py, reporting.py,
+recovery.py. It is long for that reason.
 """
 
 from __future__ import annotations
@@ -37,18 +44,19 @@ from provisiond.aggregates.mirror import Aggregates
 from provisiond.aggregates.references import Unresolved
 from provisiond.aggregates.resolver import Resolver
 from provisiond.core import parents
+from provisiond.core.batches import Parked, RenderBatches
+from provisiond.core.claims import Claimed, Claimer
 from provisiond.core.clock import Clock
-from provisiond.core.journal import Claim, new_token
-from provisiond.core.pipeline import Pipeline, StepFailed
+from provisiond.core.intake import Deferred, Intake
+from provisiond.core.pipeline import Pipeline, StepFailed, Suspend
 from provisiond.core.recovery import LAST_WRITER, Recovery
 from provisiond.core.reporting import Interrupted, Reporter
-from provisiond.core.runtime import Counters, ServiceRuntime, Work
+from provisiond.core.runtime import Continuation, Counters, ServiceRuntime, Work
 from provisiond.core.scheduler import Scheduler
 from provisiond.core.serialize import Admission, KeyFailed, ServiceKeys
 from provisiond.core.waiting import Waiting
-from provisiond.directory.access import NO_SUCH_OBJECT, Directory, Entry
+from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
-from provisiond.directory.controls import assertion_control
 from provisiond.directory.stream import Change
 from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.host.hostlock import AggregateLocks
@@ -57,12 +65,10 @@ from provisiond.host.tempsweep import sweep
 from provisiond.logfmt import kv
 from provisiond.model import lifecycle
 from provisiond.model.settings import Config, ServiceSpec
-from provisiond.model.values import InvalidValue, has_control_characters, parse_entry
 from provisiond.model.work import Job
 
 log = logging.getLogger("provisiond.engine")
 
-LOST_RACE = {16, 32, 122}  # noSuchAttribute, noSuchObject, assertionFailed
 COOKIE_SAVE_INTERVAL = 1.0
 AGGREGATE_REFRESH_SECONDS = 60.0
 RECONNECT_SPREAD_SECONDS = 1.0
@@ -82,9 +88,11 @@ class Engine:
         self.scheduler = Scheduler(self.clock, self._due)
         self.resolver = Resolver(self.aggregates)  # references between entries
         self.waiting = Waiting(self.scheduler, self.clock, self.retry_delay)
+        self.intake = Intake(self.resolver, self.waiting)
         self.counters = Counters()
         self._stopping = threading.Event()
         self.locks = AggregateLocks()
+        self.claimer = Claimer(self.directory, self.counters)
         self.reporter = Reporter(self.directory, self.counters, self._stopping, config.retry)
         self.recovery = Recovery(self)
         self.services = {spec.name: ServiceRuntime(self, spec, self.factory, config.state_dir,
@@ -98,6 +106,8 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._refreshed: set[str] = set()
         self.first_sync = threading.Event()
+        self._active = 0  # workers inside _process
+        self.batches = RenderBatches(self._render_batch, self._continue, self._quiet)
 
     # -- change intake -------------------------------------------------------------------------
 
@@ -138,7 +148,7 @@ class Engine:
         self._enqueue(work)
 
     def _enqueue(self, work: Work) -> None:
-        priority = PRIORITY_RESUME if work.kind == "resume" else PRIORITY_REQUEST
+        priority = PRIORITY_REQUEST if work.kind == "request" else PRIORITY_RESUME
         self._queue.put((priority, next(self._order), work))
 
     def _due(self, work: Work) -> None:
@@ -167,6 +177,8 @@ class Engine:
             if work is None:
                 return
             settled: bool | None = False
+            with self._lock:
+                self._active += 1
             try:
                 settled = self._process(work)
             except Interrupted as exc:
@@ -176,12 +188,16 @@ class Engine:
                 self.counters.count(work.service, "error")
                 log.exception(kv(event="internal-error", service=work.service, uuid=work.uuid))
             finally:
+                with self._lock:
+                    self._active -= 1
                 self._finish(work, settled)
+                self.batches.poke()
 
     def _finish(self, work: Work, settled: bool | None) -> None:
         """Release the entry. Its changes count as handled only when `settled`: a change
         deferred to a retry carries them along, one interrupted keeps the cookie before it.
-        None: parked for its serialization key, still in hand (core/serialize.py)."""
+        None: parked for its serialization key (core/serialize.py) or a batch render
+        (core/batches.py), still in hand."""
         if settled is None:
             return
         self.keys.release(work.uuid)
@@ -218,6 +234,9 @@ class Engine:
         parked until its serialization key is free (core/serialize.py)."""
         rt = self.services[work.service]
         spec, names = rt.spec, rt.spec.attributes
+        if work.continuation is not None:  # back from a batch render: ours, claimed
+            held = work.continuation
+            return self._provision_claimed(rt, work, held.entry, held.job, held.started)
         try:
             entry = self.fresh(rt, work)
         except DirectoryUnavailable as exc:
@@ -251,41 +270,14 @@ class Engine:
             if decision.action is lifecycle.Action.INVALID:
                 invalid = decision.reason
 
-        values: dict[str, object] = {}
-        invalid_code = spec.invalid_code
-        try:
-            values = parse_entry(spec.values, entry.attributes)
-        except InvalidValue as exc:
-            invalid = invalid or str(exc)
-            invalid_code = exc.code or spec.invalid_code
-        if has_control_characters(entry.dn):  # a DN may reach templates and logs
-            invalid = invalid or f"the DN contains control characters: {entry.dn!r}"
-        refs: dict[str, object] = {}
-        if invalid is None and spec.references:  # aggregates/references.py
-            seen = self.waiting.successes
-            try:
-                found = self.resolver.check(spec, request, entry.dn, values)
-            except DirectoryUnavailable as exc:
-                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
-            if found.waiting is not None:
-                return self._wait(rt, work, entry, request, found.waiting, seen)
-            self.waiting.over(spec.name, entry.uuid)
-            refs, invalid, invalid_code = dict(found.refs), found.failure, found.code or invalid_code
-        if invalid is None and work.kind == "request":
-            unmet = lifecycle.preconditions_met(spec.preconditions.get(request, {}), values)
-            if unmet:
-                log.info(kv(event="waiting", service=spec.name, dn=entry.dn, uuid=entry.uuid,
-                            mode=request, reason=unmet))
-                return True
-            try:  # `dependents:` of an entry others reference
-                refused = self.resolver.refused(spec, request, entry.dn, entry.uuid, values)
-            except DirectoryUnavailable as exc:
-                return self._retry_later(rt, work, f"directory unavailable: {exc}", outage=True)
-            if refused is not None:
-                invalid, invalid_code = refused
-
-        job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=request, values=values,
-                  refs=refs)
+        found = self.intake.examine(spec, entry, request, invalid, work.kind == "request")
+        if isinstance(found, Deferred):
+            if found.why == "outage":
+                return self._retry_later(rt, work, found.reason, outage=True)
+            if found.why == "waiting" and found.reference is not None:
+                return self._wait(rt, work, entry, request, found.reference, found.seen)
+            return True  # a precondition unmet: until the entry changes
+        job, invalid, invalid_code = found.job, found.invalid, found.code
         if invalid is None:
             try:
                 admission = self.keys.admit(work, job)
@@ -303,26 +295,42 @@ class Engine:
             self.reporter.failure(rt, entry, request, invalid_code, f"validate: {invalid}",
                                  started)
             return True
+        return self._provision_claimed(rt, work, entry, job, started)
+
+    def _provision_claimed(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job,
+                           started: float) -> bool | None:
+        """`_provision`, for an entry that must end with an outcome in the directory."""
         try:
             return self._provision(rt, work, entry, job, started)
         except (Interrupted, DirectoryUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - claimed: it must end with an outcome
-            log.exception(kv(event="internal-error", service=spec.name, uuid=entry.uuid))
-            self.reporter.failure(rt, entry, request, spec.invalid_code,
+            log.exception(kv(event="internal-error", service=rt.spec.name, uuid=entry.uuid))
+            self.aggregates.end(job)
+            self.reporter.failure(rt, entry, job.request, rt.spec.invalid_code,
                                  f"internal error: {type(exc).__name__}: {exc}", started)
             return True
 
     def _provision(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job,
-                   started: float) -> bool:
-        """Run the steps of a claimed entry and report the outcome. The entry stays in the
-        aggregate overlay until its outcome is in the directory and in the mirror, so a
-        concurrent aggregate render never sees it neither in flight nor provisioned."""
+                   started: float) -> bool | None:
+        """Run the steps of a claimed entry and report the outcome; None: parked at a file
+        of all entries for a batch render (core/batches.py). The entry is laid over the files
+        of all entries from its first render of one (pipeline.render_batch) until its
+        outcome is in the directory and in the mirror, so a concurrent render never sees it
+        neither in flight nor provisioned."""
         spec, request = rt.spec, job.request
-        self.aggregates.begin(job)
+        parked = False
         try:
             try:
-                outcome = self.pipeline.run(job, work.progress if work.kind == "resume" else None)
+                progress = work.progress if work.kind != "request" else None
+                outcome = self.pipeline.run(job, progress, batching=True)
+            except Suspend as suspend:
+                self.batches.park(Parked(
+                    suspend.plan.path, time.monotonic(), suspend.plan,
+                    replace(work, kind="continue", progress=suspend.outcome,
+                            continuation=Continuation(entry, job, started))))
+                parked = True
+                return None
             except StepFailed as failure:
                 if failure.transient and work.attempt < self.config.retry.limit:
                     return self._retry_later(rt, replace(work, kind="resume",
@@ -350,7 +358,8 @@ class Engine:
                 return True
             self._settle(rt, job)
         finally:
-            self.aggregates.end(job)
+            if not parked:
+                self.aggregates.end(job)
         self._referenced_done(job)
         rt.journal.forget(entry.uuid)
         self.counters.count(spec.name, "success")
@@ -358,6 +367,29 @@ class Engine:
                     uuid=entry.uuid, mode=spec.lifecycle.done[request], rc=0,
                     ms=int((time.monotonic() - started) * 1000)))
         return True
+
+    # -- batch renders (core/batches.py) -------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        """No work queued and no worker busy: no other job can join a batch soon."""
+        with self._queue.mutex:
+            queued = any(item[-1] is not None for item in self._queue.queue)
+        return not queued and self._active == 0
+
+    def _render_batch(self, jobs: list[Parked]) -> BaseException | None:
+        try:
+            self.pipeline.render_batch([parked.plan for parked in jobs])
+        except Exception as exc:  # noqa: BLE001 - each job fails with its own step's code
+            return exc
+        return None
+
+    def _continue(self, parked: Parked) -> None:
+        """A batch render did the parked job's step: back to a worker, ahead of requests."""
+        work: Work = parked.continuation
+        assert work.progress is not None
+        work.progress.batched = work.progress.next_step
+        work.progress.batch_error = parked.error
+        self._enqueue(work)
 
     def _wait(self, rt: ServiceRuntime, work: Work, entry: Entry, request: str,
               waiting: Unresolved, seen: int) -> bool:
@@ -403,45 +435,12 @@ class Engine:
     def _claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
                state: lifecycle.EntryState, request: str) -> bool | None:
         """True: ours. False: not ours, nothing more to do. None: deferred to a retry."""
-        names = rt.spec.attributes
-        token = new_token()
-        rt.journal.record(Claim(entry.uuid, entry.dn, request, token=token))
-        try:
-            result = self.directory.modify(
-                entry.dn,
-                lifecycle.claim_changes(names, state, request, token),
-                controls=[assertion_control(lifecycle.claim_filter(names, request))],
-            )
-        except DirectoryUnavailable as exc:
-            # The claim may or may not have been applied: keep the journal record, so the
-            # retry (or the next start) resumes the entry if it proves to be ours.
-            self._retry_later(rt, work, str(exc), outage=True)
+        claimed, reason = self.claimer.claim(rt, entry, state, request,
+                                             self.keys.held(entry.uuid))
+        if claimed is Claimed.UNANSWERED:
+            self._retry_later(rt, work, reason, outage=True)
             return None
-        if not result.ok:
-            rt.journal.forget(entry.uuid)
-            if result.code == NO_SUCH_OBJECT and self._still_there(rt, entry):
-                self.counters.count(rt.spec.name, "failure")
-                log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
-                             uuid=entry.uuid, rc=result.code,
-                             msg="the entry exists but its DN could not be addressed"))
-            elif result.code in LOST_RACE:
-                self.counters.count_lost_race()
-                log.debug(kv(event="claim-lost", service=rt.spec.name, dn=entry.dn,
-                             uuid=entry.uuid, rc=result.code))
-            else:
-                log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
-                             uuid=entry.uuid, rc=result.code, msg=result.description))
-            return False
-        rt.journal.confirm(entry.uuid)
-        log.info(kv(event="claimed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
-                    mode=rt.spec.lifecycle.working[request], serialize=self.keys.held(entry.uuid)))
-        return True
-
-    def _still_there(self, rt: ServiceRuntime, entry: Entry) -> bool:
-        try:
-            return self.directory.find_uuid(rt.spec.base, entry.uuid, ["1.1"]) is not None
-        except DirectoryUnavailable:
-            return False
+        return claimed is Claimed.OURS
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential with equal jitter (half to all of the nominal delay), so entries that
@@ -486,6 +485,7 @@ class Engine:
         for rt in self.services.values():
             self.recovery.resume_journal(rt)
         self.scheduler.start()
+        self.batches.start()
         for number in range(self.config.workers):
             thread = threading.Thread(target=self._worker, name=f"worker-{number}", daemon=True)
             thread.start()
@@ -591,6 +591,7 @@ class Engine:
         """Take no new work, let in-flight entries finish within `grace`, save cookies."""
         self._stopping.set()
         self.scheduler.stop()
+        self.batches.stop()  # what is parked is rendered now and may still report
         deadline = time.monotonic() + grace
         with self._lock:
             # drop queued but unstarted work: the stream or the journal brings it back

@@ -51,6 +51,24 @@ def failed(step: Step, exc: Exception) -> StepFailed:
     return StepFailed(step.name, step.code, f"{step.name}: {exc}", transient=transient)
 
 
+class Suspend(Exception):
+    """The job reached a render of a file of all entries: the engine parks it for a batch
+    render (core/batches.py) and runs it on from `outcome` afterwards."""
+
+    def __init__(self, step: Step, plan: render.RenderPlan, outcome: Outcome) -> None:
+        super().__init__(step.name)
+        self.step = step
+        self.plan = plan
+        self.outcome = outcome
+
+
+def batched(step: Step) -> bool:
+    """Whether `step` is done by batch renders: a file of all entries without a
+    serialization key of its own (that key is held in the job's worker, around the step)."""
+    action = step.action
+    return isinstance(action, RenderAction) and action.scope == "all" and not step.serialize
+
+
 class Pipeline:
     # Called as observe(service, step, seconds, ok) after every step (metrics); None: nothing.
     observe: Callable[[str, str, float, bool], None] | None = None
@@ -72,9 +90,11 @@ class Pipeline:
         self.types = types  # the registry's; a test may run a step type of its own
         self.keys = StepKeys(env)  # one pipeline runs every service's jobs: keys daemon-wide
 
-    def run(self, job: Job, outcome: Outcome | None = None) -> Outcome:
+    def run(self, job: Job, outcome: Outcome | None = None, batching: bool = False) -> Outcome:
         """Run the steps from `outcome.next_step`; raises StepFailed, with `outcome` telling
-        where it stopped."""
+        where it stopped. `batching`: a render of a file of all entries is not done here but
+        raises Suspend, for a batch render to do it for many jobs at once (core/batches.py);
+        the job then runs again with the batch's outcome in `outcome`."""
         outcome = outcome or Outcome()
         steps = job.service.steps_for(job.request)
         while outcome.next_step < len(steps):
@@ -85,10 +105,15 @@ class Pipeline:
                             when=step.when.source if step.when else None))
                 outcome.next_step += 1
                 continue
+            if batching and outcome.batched != outcome.next_step and batched(step):
+                raise Suspend(step, self._batch_plan(job, step), outcome)
             started = self.clock()
             try:
                 try:
-                    self._run_step(job, step, outcome)
+                    if outcome.batched == outcome.next_step:  # done by a batch render
+                        self._batch_outcome(step, outcome)
+                    else:
+                        self._run_step(job, step, outcome)
                 except DirectoryUnavailable as exc:
                     raise StepFailed(step.name, step.code,
                                      f"{step.name}: directory unavailable: {exc}",
@@ -102,6 +127,8 @@ class Pipeline:
                                      f"{type(exc).__name__}: {exc}") from exc
             except StepFailed as failure:
                 failure.outcome = outcome
+                if outcome.batched == outcome.next_step:  # a retry renders again
+                    outcome.batched, outcome.batch_error = -1, None
                 if self.observe:
                     self.observe(job.service.name, step.name, self.clock() - started, False)
                 if not step.fatal:  # an admin post hook with post_failure: log
@@ -121,6 +148,28 @@ class Pipeline:
                         mode=job.request, step=step.name, rc=0, ms=self._ms(started)))
             outcome.next_step += 1
         return outcome
+
+    def _batch_plan(self, job: Job, step: Step) -> render.RenderPlan:
+        try:
+            return render.RENDER.plan_all(self.context, job.service, step, job)
+        except STEP_ERRORS as exc:
+            raise failed(step, exc) from exc
+
+    @staticmethod
+    def _batch_outcome(step: Step, outcome: Outcome) -> None:
+        error = outcome.batch_error
+        if isinstance(error, STEP_ERRORS):
+            raise failed(step, error) from error
+        if error is not None:
+            raise error
+
+    def render_batch(self, plans: list[render.RenderPlan]) -> None:
+        """Render the file of `plans` (jobs parked at one path) once for them all: their
+        entries are laid over it now, after their earlier steps (core/batches.py)."""
+        for plan in plans:
+            if plan.job is not None:
+                self.aggregates.begin(plan.job)
+        render.RENDER.run(self.context, plans[0], Outcome())
 
     def _ms(self, started: float) -> int:
         return int((self.clock() - started) * 1000)

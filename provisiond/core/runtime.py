@@ -17,29 +17,42 @@ from typing import Literal, Protocol
 
 from provisiond.core.journal import Journal
 from provisiond.core.watermark import Watermark
+from provisiond.directory.access import Entry
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.cookie import CookieStore
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.logfmt import kv
 from provisiond.model.settings import ServiceSpec, SyncSettings
-from provisiond.model.work import Outcome
+from provisiond.model.work import Job, Outcome
 
 log = logging.getLogger("provisiond.engine")
 
 
 @dataclass(frozen=True)
+class Continuation:
+    """A claimed job a batch render has done a step for (core/batches.py): it goes on from
+    there, in the same hands, without being read or claimed again."""
+
+    entry: Entry
+    job: Job
+    started: float  # monotonic time its claim began
+
+
+@dataclass(frozen=True)
 class Work:
     """`request`: a change to decide on; `resume`: our own claim to finish (once proven
-    ours). `seqs`: the stream changes it settles; `outage`: waiting for the directory."""
+    ours); `continue`: our job, back from a batch render. `seqs`: the stream changes it
+    settles; `outage`: waiting for the directory."""
 
     service: str
     uuid: str
     dn: str
-    kind: Literal["request", "resume"] = "request"
+    kind: Literal["request", "resume", "continue"] = "request"
     attempt: int = 0
     seqs: tuple[int, ...] = ()
     progress: Outcome | None = field(default=None, compare=False)  # kept across retries
     outage: bool = False
+    continuation: Continuation | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -45,6 +45,10 @@ class Outcome:
     # LDAP attribute -> its texts: what a report writes, replacing the attribute's values
     outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)
+    # Step `batched` was done for this job by a batch render (core/batches.py), which failed
+    # with `batch_error` or succeeded (None); -1: none.
+    batched: int = -1
+    batch_error: BaseException | None = None
 
     def record(self, spec: ValueSpec, value: Any) -> None:
         """A hook reported output `spec` (a parsed value, a list when multi): it replaces

@@ -25,6 +25,7 @@ from provisiond.aggregates.resolver import Resolver
 from provisiond.directory.access import Directory
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.exitcodes import EX_FAILED, EX_OK
+from provisiond.host.applied import PendingApplies
 from provisiond.host.jinja import RenderError, make_environment
 from provisiond.model import lifecycle
 from provisiond.model.settings import Config, Step
@@ -95,7 +96,10 @@ class Previewer:
         self.directory = Directory(ConnectionFactory(config.ldap))
         self.aggregates = Aggregates(ConnectionFactory(config.ldap), config.services)
         self.resolver = Resolver(self.aggregates)
-        self.context = Context(self.env, config.hooks, self.aggregates)
+        # the daemon's pending applies (only looked at): an unchanged file whose apply is
+        # still pending shows the command it would run again
+        self.context = Context(self.env, config.hooks, self.aggregates,
+                               PendingApplies(config.state_dir))
 
     def preview(self, reader: Reader, dn: str, mode: str | None = None) -> Preview:
         spec, entry = find_entry(self.config, reader, dn)

@@ -5,6 +5,7 @@ entry of the service (aggregates/mirror.py), the job's own entry laid over as it
 file is written crash-safely and only when its bytes change, so a re-run after a crash writes
 nothing; with `validate`, a checker (`rsnapshot configtest`) sees the new file as a temp file
 beside the target first, and a rejected file is never installed.
+
 `on_change: [argv]` (batch apply, steps/on_change.py) runs once after a render that changed
 the file, with `{{ path }}` the file: `on_change: [tgt-admin, --update, ALL]`. Never once per
 entry (a coalesced render of a file of all entries applies once for all the jobs it covers,
@@ -145,6 +146,8 @@ class RenderStep(StepType[RenderPlan]):
 
     def run(self, ctx: Context, plan: RenderPlan, outcome: Outcome) -> None:
         if plan.content is None:
+            if plan.job is not None:  # listed from now on (its earlier steps are done)
+                ctx.aggregates.begin(plan.job)
             ctx.aggregates.render(plan.service, plan.path, lambda entries, sources: (
                 self._install_all(ctx, plan, entries, sources)), plan.sources, plan.job)
         elif self.install(ctx, plan, plan.content):
