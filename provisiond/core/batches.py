@@ -36,7 +36,7 @@ from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.engine")
 
-WINDOW_SECONDS = 1.0  # the longest a parked job waits for company
+WINDOW_SECONDS = 2.0  # the longest a parked job waits for company (while others work)
 
 
 @dataclass
