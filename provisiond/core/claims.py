@@ -3,8 +3,9 @@
 A claim turns `add` into `adding` in one modify that asserts the entry still asks for it
 (the Assertion control), so of two daemons (or two workers) exactly one wins. Before it is
 sent, the claim is recorded in the journal; the server's answer then decides:
-- accepted: the claim is confirmed in the journal (the proof a resume checks) and the entry is
-  ours;
+- accepted: the entry is ours; without a message attribute the claim is confirmed in the
+  journal (the proof a resume checks: an fsynced line); with one, the token the claim wrote
+  into the entry is that proof already, and the fsync is saved;
 - refused because someone else got there first (the mode is gone, the entry renamed or
   deleted, the assertion failed): a lost race, nothing to do;
 - refused for another reason: logged as a failed claim, nothing more to do (the entry stays
@@ -36,6 +37,7 @@ class Claimed(enum.Enum):
     OURS = "ours"
     NOT_OURS = "not ours"  # lost, or refused: nothing more to do
     UNANSWERED = "unanswered"  # the directory went away: try again later
+    STALE = "stale"  # the entry changed (or moved) since it was seen: read it and decide again
 
 
 class Claimer:
@@ -44,8 +46,11 @@ class Claimer:
         self.counters = counters
 
     def claim(self, rt: ServiceRuntime, entry: Entry, state: lifecycle.EntryState,
-              request: str, serialize: str | None = None) -> tuple[Claimed, str]:
-        """Claim `entry` for `request`: the result, and for UNANSWERED the reason."""
+              request: str, serialize: str | None = None,
+              csn: str | None = None) -> tuple[Claimed, str]:
+        """Claim `entry` for `request`: the result, and for UNANSWERED the reason. `csn`: the
+        entry as a change notification showed it, not read again: the claim asserts it is
+        unchanged, and a claim refused for a reason a change explains is STALE."""
         names = rt.spec.attributes
         token = new_token()
         rt.journal.record(Claim(entry.uuid, entry.dn, request, token=token))
@@ -53,12 +58,14 @@ class Claimer:
             result = self.directory.modify(
                 entry.dn,
                 lifecycle.claim_changes(names, state, request, token),
-                controls=[assertion_control(lifecycle.claim_filter(names, request))],
+                controls=[assertion_control(lifecycle.claim_filter(names, request, csn))],
             )
         except DirectoryUnavailable as exc:
             return Claimed.UNANSWERED, str(exc)  # the journal record stays (module doc)
         if not result.ok:
             rt.journal.forget(entry.uuid)
+            if csn and result.code in LOST_RACE:
+                return Claimed.STALE, result.description
             if result.code == NO_SUCH_OBJECT and self._still_there(rt, entry):
                 self.counters.count(rt.spec.name, "failure")
                 log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
@@ -72,7 +79,8 @@ class Claimer:
                 log.error(kv(event="claim-failed", service=rt.spec.name, dn=entry.dn,
                              uuid=entry.uuid, rc=result.code, msg=result.description))
             return Claimed.NOT_OURS, ""
-        rt.journal.confirm(entry.uuid)
+        if not names.message:  # with one, the token the claim wrote is the proof (journal.py)
+            rt.journal.confirm(entry.uuid)
         log.info(kv(event="claimed", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid,
                     mode=rt.spec.lifecycle.working[request], serialize=serialize))
         return Claimed.OURS, ""

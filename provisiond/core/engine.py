@@ -132,7 +132,8 @@ class Engine:
                         mode=decision.request, due=decision.due.strftime("%Y-%m-%d")))
         elif decision.action in (lifecycle.Action.ACT, lifecycle.Action.INVALID):
             self.submit(Work(rt.spec.name, entry.uuid, entry.dn,
-                             seqs=(seq,) if seq is not None else ()))
+                             seqs=(seq,) if seq is not None else (),
+                             seen=entry if seq is not None else None))
             return
         rt.watermark.handled(seq)
 
@@ -223,6 +224,13 @@ class Engine:
             self._lock.notify_all()
 
     def fresh(self, rt: ServiceRuntime, work: Work) -> Entry | None:
+        """The entry to decide on: as its change notification showed it, for a first look at
+        a request (the claim asserts its entryCSN, so a change since makes the claim STALE
+        and the entry is read then); read from the directory otherwise."""
+        seen = work.seen
+        if seen is not None and work.kind == "request" and work.attempt == 0 and \
+                seen.attributes.get("entrycsn"):
+            return seen
         attributes = (*rt.spec.ldap_attributes(), LAST_WRITER)
         entry = self.directory.read(work.dn, attributes) if work.dn else None
         if entry is None or entry.uuid != work.uuid:  # renamed, or gone
@@ -287,9 +295,15 @@ class Engine:
                 if admission is not Admission.GO:
                     return None if admission is Admission.PARKED else False
         if work.kind == "request":
-            claimed = self._claim(rt, work, entry, state, request)
-            if claimed is not True:
-                return claimed is False  # lost: settled; None: deferred with its change
+            csn = (entry.attributes.get("entrycsn") or (None,))[0] if entry is work.seen else None
+            claimed, reason = self.claimer.claim(rt, entry, state, request,
+                                                 self.keys.held(entry.uuid), csn)
+            if claimed is Claimed.STALE:  # changed since the notification: read it now
+                return self._process(replace(work, seen=None))
+            if claimed is Claimed.UNANSWERED:
+                return self._retry_later(rt, work, reason, outage=True)
+            if claimed is Claimed.NOT_OURS:
+                return True  # lost: settled
         started = time.monotonic()
         if invalid is not None:
             self.reporter.failure(rt, entry, request, invalid_code, f"validate: {invalid}",
@@ -431,16 +445,6 @@ class Engine:
         log.info(kv(event="resume", service=rt.spec.name, dn=entry.dn, uuid=entry.uuid))
         with self._lock:
             self._again[entry.uuid] = Work(rt.spec.name, entry.uuid, entry.dn, kind="resume")
-
-    def _claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
-               state: lifecycle.EntryState, request: str) -> bool | None:
-        """True: ours. False: not ours, nothing more to do. None: deferred to a retry."""
-        claimed, reason = self.claimer.claim(rt, entry, state, request,
-                                             self.keys.held(entry.uuid))
-        if claimed is Claimed.UNANSWERED:
-            self._retry_later(rt, work, reason, outage=True)
-            return None
-        return claimed is Claimed.OURS
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential with equal jitter (half to all of the nominal delay), so entries that

@@ -53,6 +53,7 @@ class Work:
     progress: Outcome | None = field(default=None, compare=False)  # kept across retries
     outage: bool = False
     continuation: Continuation | None = field(default=None, compare=False)
+    seen: Entry | None = field(default=None, compare=False)  # as the change notification had it
 
 
 @dataclass
@@ -128,7 +129,8 @@ class ServiceRuntime:
             factory,
             base=spec.base,
             filter=spec.sync_filter,
-            attributes=spec.ldap_attributes(),
+            # entryCSN: a claim asserts it, acting on the change's values (engine.fresh)
+            attributes=(*spec.ldap_attributes(), "entryCSN"),
             mode=sync.mode,
             interval=sync.interval,
             cookie=self.saved_cookie,

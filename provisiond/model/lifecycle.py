@@ -146,9 +146,12 @@ def preconditions_met(required: Mapping[str, Any], values: Mapping[str, Any]) ->
 Changes = dict[str, list[tuple[str, list[str]]]]
 
 
-def claim_filter(names: StateAttributes, request: str) -> str:
-    """The assertion a claim carries: still requested and still pending."""
-    return f"(&({names.mode}={request})({names.state}=0))"
+def claim_filter(names: StateAttributes, request: str, csn: str | None = None) -> str:
+    """The assertion a claim carries: still requested and still pending; with `csn`, also
+    unchanged since the entry was read (its entryCSN), so a claim may act on the values a
+    change notification carried instead of reading the entry again."""
+    unchanged = f"(entryCSN={csn})" if csn else ""
+    return f"(&({names.mode}={request})({names.state}=0){unchanged})"
 
 
 def claim_message(token: str) -> str:

@@ -72,12 +72,13 @@ def test_a_request_deferred_by_an_outage_survives_a_stop(
     config = write_config(tmp_path / "cfg", slapd, demo_service(root),
                           retry={"initial": 30, "maximum": 60})
     with running(config) as engine:
-        engine.directory.read = unavailable  # type: ignore[method-assign]
-        engine.directory.find_uuid = unavailable  # type: ignore[method-assign]
+        # the claim acts on the change's values (no re-read) and meets the outage itself
+        for method in ("read", "find_uuid", "modify"):
+            setattr(engine.directory, method, unavailable)
         dn = add_item(conn, "deferred")
-        wait_for(lambda: engine.counters.retried >= 1, what="the re-read deferred")
+        wait_for(lambda: engine.counters.retried >= 1, what="the claim deferred")
         add_item(conn, "later")  # a later change, so a newer cookie arrives
-        wait_for(lambda: engine.counters.retried >= 2, what="the second re-read deferred")
+        wait_for(lambda: engine.counters.retried >= 2, what="the second claim deferred")
     assert mode_of(conn, dn) == "add"
     code, _ = once(config)  # a restart: the saved cookie must not cover the two requests
     assert code == 0
@@ -261,14 +262,12 @@ def test_retries_waiting_for_the_directory_run_soon_after_it_is_back(
                           retry={"initial": 30, "maximum": 300})
     with running(config) as engine:
         wait_for(lambda: engine.services["demo"].connected, what="connected")
-        real_read = engine.directory.read
-
-        engine.directory.read = unavailable  # type: ignore[method-assign]
-        engine.directory.find_uuid = unavailable  # type: ignore[method-assign]
+        for method in ("read", "find_uuid", "modify"):  # the claim meets it (no re-read)
+            setattr(engine.directory, method, unavailable)
         dn = add_item(conn, "waiting")
         wait_for(lambda: engine.counters.retried >= 1, what="deferred")
-        engine.directory.read = real_read  # type: ignore[method-assign]
-        del engine.directory.find_uuid
+        for method in ("read", "find_uuid", "modify"):
+            delattr(engine.directory, method)
         rt = engine.services["demo"]
         rt.on_connection(False, "injected")
         rt.on_connection(True, "back")  # the stream reconnected
