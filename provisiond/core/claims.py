@@ -24,7 +24,7 @@ from provisiond.core.journal import Claim, new_token
 from provisiond.core.runtime import Counters, ServiceRuntime
 from provisiond.directory.access import NO_SUCH_OBJECT, Directory, Entry
 from provisiond.directory.connection import DirectoryUnavailable
-from provisiond.directory.controls import assertion_control
+from provisiond.directory.controls import equality_assertion
 from provisiond.logfmt import kv
 from provisiond.model import lifecycle
 
@@ -58,7 +58,7 @@ class Claimer:
             result = self.directory.modify(
                 entry.dn,
                 lifecycle.claim_changes(names, state, request, token),
-                controls=[assertion_control(lifecycle.claim_filter(names, request, csn))],
+                controls=[equality_assertion(lifecycle.claim_terms(names, request, csn))],
             )
         except DirectoryUnavailable as exc:
             return Claimed.UNANSWERED, str(exc)  # the journal record stays (module doc)

@@ -146,12 +146,20 @@ def preconditions_met(required: Mapping[str, Any], values: Mapping[str, Any]) ->
 Changes = dict[str, list[tuple[str, list[str]]]]
 
 
+def claim_terms(names: StateAttributes, request: str,
+                csn: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The assertion a claim carries, as equality terms all of which must hold: still
+    requested and still pending; with `csn`, also unchanged since the entry was read (its
+    entryCSN), so a claim may act on the values a change notification carried instead of
+    reading the entry again."""
+    terms = ((names.mode, request), (names.state, "0"))
+    return terms + ((("entryCSN", csn),) if csn else ())
+
+
 def claim_filter(names: StateAttributes, request: str, csn: str | None = None) -> str:
-    """The assertion a claim carries: still requested and still pending; with `csn`, also
-    unchanged since the entry was read (its entryCSN), so a claim may act on the values a
-    change notification carried instead of reading the entry again."""
-    unchanged = f"(entryCSN={csn})" if csn else ""
-    return f"(&({names.mode}={request})({names.state}=0){unchanged})"
+    """`claim_terms` as an LDAP filter."""
+    return "(&" + "".join(f"({name}={value})" for name, value in
+                          claim_terms(names, request, csn)) + ")"
 
 
 def claim_message(token: str) -> str:

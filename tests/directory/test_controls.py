@@ -21,6 +21,7 @@ from provisiond.directory.controls import (
     decode_sync_done,
     decode_sync_info,
     decode_sync_state,
+    equality_assertion,
     sync_request_control,
 )
 from provisiond.model.settings import LdapSettings
@@ -147,3 +148,15 @@ def test_assertion_control_is_enforced_by_slapd(slapd: Slapd, password_file: Pat
     connection.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["provisiondMode"])
     assert connection.response[0]["attributes"]["provisiondMode"] == ["adding"]
     connection.unbind()
+
+
+@pytest.mark.parametrize("terms", [
+    (("provisiondMode", "add"), ("provisiondState", "0")),
+    (("sstProvisioningMode", "modify"), ("sstProvisioningState", "0"),
+     ("entryCSN", "20261204183357.123456Z#000000#000#000000")),
+    (("description", "x" * 200), ("cn", "y" * 70000)),  # long-form lengths
+])
+def test_the_hand_encoded_claim_assertion_is_what_ldap3_encodes(
+        terms: tuple[tuple[str, str], ...]) -> None:
+    text = "(&" + "".join(f"({name}={value})" for name, value in terms) + ")"
+    assert equality_assertion(terms) == assertion_control(text)
