@@ -19,7 +19,10 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
   dropped silently.
 * On timeout the whole tree gets SIGTERM, then SIGKILL after `kill_grace`. After a normal exit,
   leftovers that keep the output pipe open are killed after a short grace (logged as strays);
-  processes that detached properly are left alone (a hook may start a helper, e.g. FUSE).
+  processes that detached properly are left alone (a hook may start a helper, e.g. FUSE) and
+  logged (`hook-left-running`). Looking for them scans every pid in /proc, so it is done only
+  when something can be left (`_Tree.left_behind`): most hooks leave nothing, and a hook runs
+  for every entry.
 
 A descendant that double-forks, closes the pipe, is orphaned and also clears its environment
 (dropping the token) before the first look at the tree can still escape a timeout kill;
@@ -32,7 +35,7 @@ import errno
 import logging
 import os
 import re
-import selectors
+import select
 import signal
 import stat
 import subprocess
@@ -44,7 +47,7 @@ import psutil
 
 from provisiond.exitcodes import EX_TEMPFAIL
 from provisiond.host.hook_output import HookOutput
-from provisiond.host.subreaper import ADOPTION, TOKEN
+from provisiond.host.subreaper import ADOPTION, TOKEN, orphan_threads
 from provisiond.logfmt import kv
 
 log = logging.getLogger(__name__)
@@ -142,12 +145,16 @@ class _Tree:
     def __init__(self, leader: int, token: str) -> None:
         self.pgid = leader
         self.token = token
-        self.leader = psutil.Process(leader)
+        self.leader: psutil.Process | None = None  # made on the first look: most hooks end first
         self.tracked: dict[int, psutil.Process] = {}
         self.interval = _POLL
+        self.reaped = False  # the leader is reaped: its pid may be reused, as a group id too
 
     def track(self) -> None:
-        """Remember every current descendant, so they can be found after being orphaned."""
+        """Remember every current descendant, so they can be found after being orphaned.
+        (Only before the main process is reaped: until then its pid cannot be reused.)"""
+        if self.leader is None:
+            self.leader = psutil.Process(self.pgid)
         self.tracked = {pid: p for pid, p in self.tracked.items() if p.is_running()}
         found: set[int] = set()
         for root in (self.leader, *self.tracked.values()):
@@ -172,6 +179,19 @@ class _Tree:
                 continue
         return [p for p in members if _alive(p)]
 
+    def left_behind(self) -> list[psutil.Process]:
+        """What a hook that exited by itself left running, once its main process is reaped.
+
+        Finding that takes a scan of every pid in /proc, so it is skipped when it would find
+        nothing. everyone(()) is made of the live tracked processes, the live members of the
+        group, and the adopted children carrying the token with their descendants; with no
+        live tracked process, an empty group (`group_empty`) and no such adopted child (the
+        sweep after the reap has looked), each part is empty."""
+        if (any(map(_alive, self.tracked.values())) or not group_empty(self.pgid)
+                or ADOPTION.holds(self.token)):
+            return self.everyone(())
+        return []
+
     def everyone(self, pipe_inodes: Iterable[int]) -> list[psutil.Process]:
         procs = {p.pid: p for p in self.tracked.values() if _alive(p)}
         procs.update((p.pid, p) for p in self.group())
@@ -181,7 +201,8 @@ class _Tree:
 
     def signal(self, signum: int, procs: Iterable[psutil.Process]) -> None:
         try:
-            os.killpg(self.pgid, signum)
+            if not self.reaped:  # then group members are among `procs` (everyone())
+                os.killpg(self.pgid, signum)
         except (ProcessLookupError, PermissionError):
             pass
         for proc in procs:
@@ -189,6 +210,20 @@ class _Tree:
                 proc.send_signal(signum)
             except psutil.Error:
                 pass
+
+
+def group_empty(pgid: int) -> bool:
+    """Whether process group `pgid` surely has no process left, zombies included. Only sound
+    once its leader is reaped (a zombie leader is a member): while any member lives, the
+    number stays taken, so no new process can get it and ESRCH proves the group empty. A
+    number reused since can only make the answer False, which costs a scan, nothing more."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: members we may not signal
+        return False
+    return False
 
 
 def pipe_holders(inodes: Iterable[int]) -> list[psutil.Process]:
@@ -224,19 +259,25 @@ class _Run:
         self.argv = argv
         self.output = HookOutput(limit)
         self.tree = _Tree(proc.pid, token)
-        self.selector = selectors.DefaultSelector()
+        # poll(2) on three descriptors: no epoll instance to make and close for each hook
+        self.poller = select.poll()
+        self.names: dict[int, str] = {}  # fd -> "stdout", "stderr" or "exit"
         self.pipes = [proc.stdout.fileno(), proc.stderr.fileno()]
         self.inodes = {os.fstat(fd).st_ino for fd in self.pipes}
         self.open_pipes = 2
         for fd, name in zip(self.pipes, ("stdout", "stderr"), strict=True):
             os.set_blocking(fd, False)
-            self.selector.register(fd, selectors.EVENT_READ, name)
+            self.watch(fd, name)
         self.pidfd: int | None = None
-        try:  # wakes the selector when the main process exits
+        try:  # wakes the poll when the main process exits
             self.pidfd = os.pidfd_open(proc.pid)
-            self.selector.register(self.pidfd, selectors.EVENT_READ, "exit")
+            self.watch(self.pidfd, "exit")
         except (AttributeError, OSError):  # no pidfd (old kernel): exited() is polled
             pass
+
+    def watch(self, fd: int, name: str) -> None:
+        self.poller.register(fd, select.POLLIN)
+        self.names[fd] = name
 
     def exited(self) -> bool:
         """Whether the main process exited, without reaping it (the pgid stays reserved)."""
@@ -257,18 +298,20 @@ class _Run:
                 self.tree.track()
                 next_track = now + self.tree.interval
             wake = min(until, next_track) if track else until
-            for key, _ in self.selector.select(max(0.0, min(wake - now, _POLL))):
-                if key.data == "exit":
-                    self.selector.unregister(key.fd)
+            # any event (POLLIN, POLLHUP, POLLERR) means: read, or note the exit
+            for fd, _ in self.poller.poll(max(0.0, min(wake - now, _POLL)) * 1000):
+                name = self.names[fd]
+                if name == "exit":
+                    self.poller.unregister(fd)
                     continue
                 try:
-                    chunk = os.read(key.fd, 65536)
+                    chunk = os.read(fd, 65536)
                 except BlockingIOError:
                     continue
                 if chunk:
-                    self.output.feed(chunk, key.data == "stdout")
+                    self.output.feed(chunk, name == "stdout")
                 else:
-                    self.selector.unregister(key.fd)
+                    self.poller.unregister(fd)
                     self.open_pipes -= 1
         return True
 
@@ -304,18 +347,20 @@ class _Run:
             if self.pump(time.monotonic() + kill_grace, lambda: not any(map(_alive, strays))):
                 return
 
-    def reap(self, kill_grace: float) -> int | None:
+    def reap(self, kill_grace: float, killed: bool) -> int | None:
         try:
             returncode = self.proc.wait(timeout=kill_grace)
         except subprocess.TimeoutExpired:  # uninterruptible sleep: subprocess reaps it later
             log.error(kv(event="hook-unkillable", program=self.argv[0], pid=self.proc.pid))
             return None
+        self.tree.reaped = True
         ADOPTION.finished(self.proc.pid)
-        ADOPTION.sweep()  # reap what was adopted from this hook and killed
+        # reap what was adopted from this hook (and killed), note what it left: after a kill
+        # every thread's children, else only where this hook's orphans went (cheap, each hook)
+        ADOPTION.sweep(None if killed else orphan_threads())
         return returncode
 
     def close(self) -> None:
-        self.selector.close()
         for closable in (self.proc.stdout, self.proc.stderr):
             if closable is not None:
                 closable.close()
@@ -338,10 +383,10 @@ class _Run:
             log.warning(kv(event="hook-stray", program=self.argv[0], pids=pids, action="kill"))
             self.kill_strays(strays, kill_grace)
         self.pump(time.monotonic() + DRAIN_LIMIT, closed)
-        if not timed_out and (left := self.tree.everyone(())):
+        returncode = self.reap(kill_grace, timed_out)
+        if not timed_out and returncode is not None and (left := self.tree.left_behind()):
             pids = ",".join(str(p.pid) for p in left)
             log.info(kv(event="hook-left-running", program=self.argv[0], pids=pids))
-        returncode = self.reap(kill_grace)
         tail, settings = self.output.finish()
         return HookResult(self.argv, None if timed_out else returncode, timed_out, duration_ms,
                           tail, settings, self.output.lost())

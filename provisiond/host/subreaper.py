@@ -32,7 +32,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import psutil
 
@@ -63,19 +63,31 @@ def _token(pid: int) -> str | None:
     return next((v[len(prefix) :].decode() for v in variables if v.startswith(prefix)), None)
 
 
-def _children() -> list[int]:
-    """Our children, from the kernel's per-thread lists (a look at them all, not all of /proc:
-    the sweep runs every few seconds for as long as the daemon does)."""
+def orphan_threads() -> tuple[int, ...]:
+    """The threads of ours whose children lists get the orphans of a hook this thread ran.
+
+    The kernel gives an orphan to the first live thread of the subreaper, our main thread
+    (find_alive_thread(), Linux 3.19 and later); older kernels gave it to the thread that was
+    its ancestor's parent, the one that started the hook. Reading these two lists instead of
+    every thread's (the daemon has a dozen) makes a look after each hook cheap."""
+    return tuple({os.getpid(), threading.get_native_id()})
+
+
+def _children(threads: Iterable[int] | None = None) -> list[int]:
+    """Our children, from the kernel's per-thread lists: of `threads`, or of every thread (a
+    look at them all, not all of /proc: the sweep runs every few seconds for as long as the
+    daemon does)."""
     found: set[int] = set()
     listed = False
-    try:
-        threads = os.listdir("/proc/self/task")
-    except OSError:
-        threads = []
+    if threads is None:
+        try:
+            threads = [int(thread) for thread in os.listdir("/proc/self/task")]
+        except OSError:
+            threads = []
     for thread in threads:
         try:
-            with open(f"/proc/self/task/{thread}/children") as handle:
-                found.update(int(pid) for pid in handle.read().split())
+            with open(f"/proc/self/task/{thread}/children", "rb", buffering=0) as handle:
+                found.update(map(int, handle.read().split()))
             listed = True
         except (OSError, ValueError):
             continue  # the thread ended meanwhile
@@ -149,13 +161,19 @@ class Adoption:
                 continue
         return found
 
-    def sweep(self) -> None:
-        """Note adopted children that are alive; reap the zombies that are surely adopted."""
+    def holds(self, token: str) -> bool:
+        """Whether a live adopted child from the hook with this token was seen (by a sweep)."""
+        with self.lock:
+            return token in self.adopted.values()
+
+    def sweep(self, threads: Iterable[int] | None = None) -> None:
+        """Note adopted children that are alive; reap the zombies that are surely adopted.
+        `threads`: look at these threads' children only (orphan_threads()), not all."""
         if self.owner != os.getpid():
             return
         ours = os.getsid(0)
         with self.lock:
-            children = _children()
+            children = _children(threads)
             for pid in children:
                 if pid in self.leaders:
                     continue
@@ -169,6 +187,8 @@ class Adoption:
                         self.adopted[pid] = token
                 elif pid in self.adopted or session not in (ours, pid):
                     self._reap(pid)
+            if threads is not None:
+                return  # a child of another thread is not gone
             for pid in set(self.adopted).difference(children):
                 del self.adopted[pid]  # gone without us (cannot happen to a child; be safe)
 
