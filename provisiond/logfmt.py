@@ -21,12 +21,9 @@ def _is_control(char: str) -> bool:
     return code < 0x20 or 0x7F <= code <= 0x9F or char in "\u2028\u2029"
 
 
-# One regex scan instead of a Python call per character: kv() runs for every log line.
+# kv() runs for every log line, so both are one regex scan, not a Python call per character.
 _QUOTE_NEEDED = re.compile('[ "\x00-\x1f\x7f-\x9f\u2028\u2029]')
-
-
-def _needs_quotes(text: str) -> bool:
-    return text == "" or _QUOTE_NEEDED.search(text) is not None
+_ESCAPED = re.compile('["\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')  # what _escape changes
 
 
 def _escape(char: str) -> str:
@@ -37,14 +34,8 @@ def _escape(char: str) -> str:
     return char
 
 
-def _render(value: object) -> str:
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    if not _needs_quotes(text):
-        return text
-    return '"' + "".join(_escape(c) for c in text) + '"'
+def _escape_match(match: re.Match[str]) -> str:
+    return _escape(match.group())
 
 
 def kv(**fields: object) -> str:
@@ -55,7 +46,23 @@ def kv(**fields: object) -> str:
     keys never contain `=`, so the first one splits unambiguously and DNs stay greppable
     (`dn=cn=a,ou=x`). Booleans render as `true`/`false`.
     """
-    return " ".join(f"{key}={_render(value)}" for key, value in fields.items() if value is not None)
+    parts = []
+    for key, value in fields.items():  # one loop, no call per value: this runs for every line
+        if type(value) is str:
+            text = value
+        elif type(value) is int:  # never quoted (and not a bool: type() is exact)
+            parts.append(f"{key}={value}")
+            continue
+        elif value is None:
+            continue
+        elif type(value) is bool:
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        if not text or _QUOTE_NEEDED.search(text) is not None:
+            text = '"' + _ESCAPED.sub(_escape_match, text) + '"'
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
 
 
 # ASCII only: str.isdigit() takes "١٢" as a port, and int() reads it as 12.

@@ -55,6 +55,67 @@ FACILITIES: Mapping[str, int] = MappingProxyType(
     }
 )
 
+
+class SyslogFormatter(logging.Formatter):
+    """`tag[pid]: message`, the classic syslog form. A record without exception or stack text
+    (nearly all) is put together directly, without Formatter's pass over the record's dict
+    and its look for a timestamp: this runs for every line the daemon logs."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(f"{tag}[%(process)d]: %(message)s")
+        self.tag = tag
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        record.message = record.getMessage()
+        return f"{self.tag}[{record.process}]: {record.message}"
+
+
+class StderrFormatter(logging.Formatter):
+    """`2026-01-31T12:00:00.123 INFO provisiond.x: message`, the foreground's lines. The
+    timestamp's seconds are formatted once per second, not for every record."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+                         datefmt="%Y-%m-%dT%H:%M:%S")
+        self.second: tuple[int, str] = (-1, "")  # one tuple: replaced whole, never torn
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second, text = self.second
+        if int(record.created) != second:
+            text = super().formatTime(record, datefmt)
+            self.second = (int(record.created), text)
+        return text
+
+
+class SyslogHandler(logging.handlers.SysLogHandler):
+    """One datagram per record on a unix socket, as SysLogHandler sends it (no ident, no
+    trailing NUL), with the `<PRI>` prefix of each level made once instead of per record."""
+
+    def __init__(self, address: str, facility: int) -> None:
+        super().__init__(address=address, facility=facility)
+        self.append_nul = False  # like glibc syslog(3); rsyslog and journald accept both
+        self.priorities: dict[str, bytes] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prefix = self.priorities.get(record.levelname)
+            if prefix is None:
+                priority = self.encodePriority(self.facility, self.mapPriority(record.levelname))
+                prefix = self.priorities[record.levelname] = f"<{priority}>".encode()
+            data = prefix + self.format(record).encode()
+            # (typeshed leaves out SysLogHandler's socket and its reconnect)
+            try:
+                self.socket.send(data)  # type: ignore[attr-defined]
+            except OSError:  # syslogd restarted: connect again, once (as SysLogHandler does)
+                self.socket.close()  # type: ignore[attr-defined]
+                self._connect_unixsocket(self.address)  # type: ignore[attr-defined]
+                self.socket.send(data)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - logging's rule: a failed record never raises
+            self.handleError(record)
+
+
 class Redactor(logging.Filter):
     """Replaces every occurrence of the given secrets with `***` in a record's message, its
     arguments, and any exception or stack text. Never drops a record."""
@@ -106,13 +167,14 @@ def _open_syslog(
     (Since Python 3.11 the handler itself ignores a failed connect and would then print a
     traceback for every record, hence the probe.)"""
     try:
+        handler: logging.handlers.SysLogHandler
         if isinstance(address, str):
             _probe_unix(address)
-        handler = logging.handlers.SysLogHandler(
-            address=address,
-            facility=facility,
-            socktype=socket.SOCK_DGRAM if isinstance(address, tuple) else None,
-        )
+            handler = SyslogHandler(address, facility)
+        else:
+            handler = logging.handlers.SysLogHandler(
+                address=address, facility=facility, socktype=socket.SOCK_DGRAM)
+            handler.append_nul = False  # as SyslogHandler
         sock = getattr(handler, "socket", None)
         if sock is None or sock.fileno() < 0:  # syslogd went away just now
             handler.close()
@@ -151,17 +213,11 @@ def setup_logging(
     if syslog is None:
         foreground = True  # stderr is the only place left (the journal, under systemd)
     else:
-        syslog.append_nul = False  # like glibc syslog(3); rsyslog and journald accept both
-        syslog.setFormatter(logging.Formatter(f"{tag}[%(process)d]: %(message)s"))
+        syslog.setFormatter(SyslogFormatter(tag))
         handlers.append(syslog)
     if foreground:
         stderr = logging.StreamHandler(sys.stderr)
-        stderr.setFormatter(
-            logging.Formatter(
-                "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
-                datefmt="%Y-%m-%dT%H:%M:%S",
-            )
-        )
+        stderr.setFormatter(StderrFormatter())
         handlers.append(stderr)
 
     redactor = Redactor(secrets)

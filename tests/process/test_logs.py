@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from provisiond.logfmt import kv
-from provisiond.process.logs import FACILITIES, LEVELS, Redactor, setup_logging
+from provisiond.process.logs import (
+    FACILITIES,
+    LEVELS,
+    Redactor,
+    StderrFormatter,
+    setup_logging,
+)
 
 
 def test_kv_plain_values_in_order() -> None:
@@ -37,6 +43,28 @@ def test_kv_omits_none_and_renders_bools() -> None:
 def test_kv_cannot_forge_lines() -> None:
     rendered = kv(dn="cn=x\nFAKE: root login", uuid="u")
     assert "\n" not in rendered and "\r" not in rendered
+
+
+def reference_value(value: object) -> str:
+    """kv's rule for one value, spelt out a character at a time (the model kv must match)."""
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    controls = [c for c in text if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"]
+    if text and " " not in text and '"' not in text and not controls:
+        return text
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+    escaped = "".join(named.get(c) or (f"\\x{ord(c):02x}" if ord(c) <= 0xFF else
+                                       f"\\u{ord(c):04x}") if c in named or c in controls else c
+                      for c in text)
+    return f'"{escaped}"'
+
+
+def test_kv_matches_the_rule_for_every_kind_of_character() -> None:
+    every = "".join(map(chr, range(0xA1))) + "\u2028\u2029\u00e9\u4e2d\U0001f600="
+    values: list[object] = [every, every[::-1], "", " ", "a b", "\\", "x\\y z", '"', "é",
+                            "\U0001f600", "\u2029x", 0, -3, 1.5, True, False, ("t", 1)]
+    values += [every[i:i + 3] for i in range(len(every) - 2)]
+    for value in values:
+        assert kv(k=value) == f"k={reference_value(value)}", repr(value)
 
 
 def test_mappings_for_config_validation() -> None:
@@ -72,6 +100,12 @@ def receive(sock: socket.socket) -> bytes:
     return sock.recv(65536)
 
 
+def to_syslog(path: str, facility: str = "daemon", tag: str = "provisiond",
+              level: str = "info") -> None:
+    setup_logging(syslog_address=path, facility=facility, tag=tag, level=level,
+                  foreground=False)
+
+
 def test_syslog_datagram_format_and_priority(
     restore_logger: logging.Logger, syslog_socket: tuple[str, socket.socket]
 ) -> None:
@@ -100,6 +134,61 @@ def test_reconfigure_replaces_handlers(
     sock.settimeout(0.1)
     with pytest.raises(TimeoutError):
         receive(sock)
+
+
+def test_every_level_has_its_syslog_priority(
+    restore_logger: logging.Logger, syslog_socket: tuple[str, socket.socket]
+) -> None:
+    to_syslog(syslog_socket[0], facility="local3", tag="pvd", level="debug")
+    sock = syslog_socket[1]
+    logging.addLevelName(25, "NOTICE")  # a level syslog does not know is sent as a warning
+    for level in (logging.DEBUG, logging.INFO, 25, logging.WARNING, logging.ERROR,
+                  logging.CRITICAL, logging.INFO):
+        restore_logger.log(level, "at %s", logging.getLevelName(level))
+    facility = 19 * 8
+    for severity, name in ((7, "DEBUG"), (6, "INFO"), (4, "NOTICE"), (4, "WARNING"), (3, "ERROR"),
+                           (2, "CRITICAL"), (6, "INFO")):
+        assert receive(sock) == f"<{facility + severity}>pvd[{os.getpid()}]: at {name}".encode()
+
+
+def test_syslog_line_is_the_standard_format(
+    restore_logger: logging.Logger, syslog_socket: tuple[str, socket.socket]
+) -> None:
+    # the line is built without logging.Formatter; it must stay what that would make of it
+    to_syslog(syslog_socket[0])
+    sock = syslog_socket[1]
+    standard = logging.Formatter("provisiond[%(process)d]: %(message)s")
+    sent: list[logging.LogRecord] = []
+    spy = logging.Handler()
+    spy.emit = sent.append  # type: ignore[method-assign]
+    restore_logger.addHandler(spy)
+    restore_logger.info(kv(event="wrote", path="/srv/ä b", n=3))
+    restore_logger.warning("%d%% of %s", 90, "/srv")
+    restore_logger.info("stack", stack_info=True)
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        restore_logger.exception("failed")
+    assert len(sent) == 4
+    priority = {logging.INFO: b"<30>", logging.WARNING: b"<28>", logging.ERROR: b"<27>"}
+    for record in sent:
+        assert receive(sock) == priority[record.levelno] + standard.format(record).encode()
+
+
+def test_syslog_restart_is_survived(
+    restore_logger: logging.Logger, syslog_socket: tuple[str, socket.socket]
+) -> None:
+    path, sock = syslog_socket
+    to_syslog(path)
+    restore_logger.info("before")
+    assert receive(sock).endswith(b": before")
+    sock.close()  # syslogd stops, and a new one binds the same path
+    os.unlink(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as again:
+        again.bind(path)
+        again.settimeout(2)
+        restore_logger.info("after")
+        assert receive(again) == f"<30>provisiond[{os.getpid()}]: after".encode()
 
 
 def test_udp_address(restore_logger: logging.Logger) -> None:
@@ -136,6 +225,18 @@ def test_foreground_adds_timestamped_stderr(
     assert receive(sock).endswith(b": both")
     line = capsys.readouterr().err.strip()
     assert line.endswith("INFO provisiond: both") and line[:4].isdigit() and "T" in line[:11]
+
+
+def test_stderr_line_is_the_standard_format() -> None:
+    # seconds are formatted once per second: each line must still carry its own time
+    standard = logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s",
+                                 datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter = StderrFormatter()
+    for created in (1e9 + 0.5, 1e9 + 0.999, 1e9 + 1.0, 1e9 + 1.25, 1e9 + 61.0, 1e9 + 0.1):
+        record = logging.LogRecord("provisiond.x", logging.INFO, __file__, 1, "event=x", None,
+                                   None)
+        record.created, record.msecs = created, int(created % 1 * 1000)
+        assert formatter.format(record) == standard.format(record)
 
 
 @pytest.mark.parametrize(
