@@ -18,6 +18,7 @@ from ldap3.core.exceptions import LDAPException
 
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.decode import response_dn, text_attributes
+from provisiond.directory.modify import send_modify
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyasn1\..*")
 
@@ -151,8 +152,7 @@ class Directory:
         controls: Sequence[tuple[str, bool, bytes]] | None = None,
     ) -> WriteResult:
         def run(connection: ldap3.Connection) -> WriteResult:
-            connection.modify(dn, dict(changes), controls=list(controls) if controls else None)
-            result = connection.result or {}
+            result = send_modify(connection, dn, changes, list(controls or ()))
             return WriteResult(
                 ok=result.get("result") == 0,
                 code=int(result.get("result", -1)),

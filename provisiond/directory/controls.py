@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
+from provisiond.directory.ber import element, octets
+
 with warnings.catch_warnings():
     # pyasn1 0.6 deprecates names that ldap3 2.9.1 still imports (tagMap, typeMap).
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -226,24 +228,14 @@ def decode_sync_info(value: bytes) -> SyncInfo:
     raise ControlError(f"unknown Sync Info choice {kind!r}")
 
 
-def _ber(tag: int, content: bytes) -> bytes:
-    """One BER element with a definite length (short form below 128 bytes, else long)."""
-    size = len(content)
-    if size < 0x80:
-        return bytes((tag, size)) + content
-    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(length))) + length + content
-
-
 def equality_assertion(terms: tuple[tuple[str, str], ...]) -> tuple[str, bool, bytes]:
     """The Assertion control for `(&(a=v)(b=w)...)`, encoded directly: a claim asserts its
     entry's entryCSN, a filter new for every claim, and ldap3's filter compiler costs about
     0.2 ms of CPU per call (issue 12). Only plain equality terms; tests compare the bytes with
     `assertion_control`'s."""
-    matches = b"".join(
-        _ber(0xA3, _ber(0x04, name.encode()) + _ber(0x04, value.encode()))  # equalityMatch
-        for name, value in terms)
-    return ASSERTION_OID, True, _ber(0xA0, matches)  # and
+    matches = b"".join(element(0xA3, octets(name) + octets(value))  # equalityMatch
+                       for name, value in terms)
+    return ASSERTION_OID, True, element(0xA0, matches)  # and
 
 
 @functools.lru_cache(maxsize=64)
