@@ -6,11 +6,12 @@ is then refused, the entry read, and the decision made again on what it holds no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from provisiond.config import load_config
 from provisiond.core.engine import Engine
 from provisiond.core.runtime import Work
-from provisiond.directory.access import Directory
+from provisiond.directory.access import Directory, Entry
 from provisiond.testing.slapd import Slapd
 from tests.support import (
     add_item,
@@ -23,16 +24,23 @@ from tests.support import (
 )
 
 
-def test_an_entry_changed_since_its_notification_is_provisioned_as_it_is_now(
-        slapd: Slapd, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    config = load_config(write_config(tmp_path / "cfg", slapd, demo_service(root)))
+def notified(slapd: Slapd, tmp_path: Path, name: str) -> tuple[Engine, Any, str, Entry]:
+    """An engine (no stream), a connection, an entry `name` to add, and the entry as a change
+    notification shows it (its values and entryCSN)."""
+    config = load_config(write_config(tmp_path / "cfg", slapd, demo_service(tmp_path / "root")))
     conn = connect(slapd)
-    dn = add_item(conn, "changing", size="10M")
+    dn = add_item(conn, name, size="10M")
     engine = Engine(config)
     spec = engine.services["demo"].spec
     seen = Directory(engine.factory).read(dn, (*spec.ldap_attributes(), "entryCSN"))
     assert seen is not None and seen.attributes.get("entrycsn")
+    return engine, conn, dn, seen
+
+
+def test_an_entry_changed_since_its_notification_is_provisioned_as_it_is_now(
+        slapd: Slapd, tmp_path: Path) -> None:
+    engine, conn, dn, seen = notified(slapd, tmp_path, "changing")
+    root = tmp_path / "root"
     assert conn.modify(dn, {"provisiondSize": [("MODIFY_REPLACE", ["20M"])]}), conn.result
     engine.start_workers()  # no stream: the one change is the stale notification below
     try:
@@ -46,14 +54,8 @@ def test_an_entry_changed_since_its_notification_is_provisioned_as_it_is_now(
 
 def test_an_unchanged_entry_is_claimed_on_its_notification_alone(
         slapd: Slapd, tmp_path: Path) -> None:
+    engine, conn, dn, seen = notified(slapd, tmp_path, "steady")
     root = tmp_path / "root"
-    config = load_config(write_config(tmp_path / "cfg", slapd, demo_service(root)))
-    conn = connect(slapd)
-    dn = add_item(conn, "steady", size="10M")
-    engine = Engine(config)
-    spec = engine.services["demo"].spec
-    seen = Directory(engine.factory).read(dn, (*spec.ldap_attributes(), "entryCSN"))
-    assert seen is not None
     reads: list[str] = []
     real_read = engine.directory.read
     engine.directory.read = lambda *a, **k: reads.append(a[0]) or real_read(*a, **k)  # type: ignore[method-assign]
