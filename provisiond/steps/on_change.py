@@ -3,9 +3,9 @@
 A target daemon reads its configuration only when told (`tgt-admin --update ALL`, `scstadmin
 -config FILE`, a storage daemon restart), and telling it costs: a restart interrupts jobs, an
 update re-creates idle targets. So the command runs once per render that changed the file,
-never once per entry: a file of all entries is rendered once for every job a coalesced render
-covers (aggregates/mirror.py), and so is its apply, whose failure fails all of those jobs
-(each with its own step's code). It is part of the render step (steps/render.py), not a step
+never once per entry: a file of all entries is rendered once for every job a batch render
+covers (core/batches.py), and so is its apply, whose failure fails all of those jobs (each
+with its own step's code). It is part of the render step (steps/render.py), not a step
 type of its own.
 
 The command runs like a hook (the program named from vars at load, a minimal environment with
