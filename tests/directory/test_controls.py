@@ -8,6 +8,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
+from provisiond.directory.ber import element
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.controls import (
     ASSERTION_OID,
@@ -160,3 +161,36 @@ def test_the_hand_encoded_claim_assertion_is_what_ldap3_encodes(
         terms: tuple[tuple[str, str], ...]) -> None:
     text = "(&" + "".join(f"({name}={value})" for name, value in terms) + ")"
     assert equality_assertion(terms) == assertion_control(text)
+
+
+@pytest.mark.parametrize("value", [
+    tlv(0x30, b"\x0a\x01\x02" + tlv(0x04, U1.bytes) + tlv(0x04, COOKIE)),
+    tlv(0x30, b"\x0a\x01\x00" + tlv(0x04, U1.bytes)),
+    tlv(0x30, b"\x0a\x01\x03" + tlv(0x04, U1.bytes) + tlv(0x04, b"")),  # an empty cookie
+    element(0x30, b"\x0a\x01\x01" + tlv(0x04, U1.bytes)  # long-form lengths
+            + element(0x04, b"rid=001,csn=" + b"9" * 200)),
+])
+def test_the_sync_state_is_read_as_pyasn1_reads_it(value: bytes) -> None:
+    from pyasn1.codec.ber import decoder
+
+    from provisiond.directory.controls import _SyncStateValue
+
+    reference, rest = decoder.decode(value, asn1Spec=_SyncStateValue())
+    cookie = reference["cookie"]
+    expected = SyncState(("present", "add", "modify", "delete")[int(reference["state"])],
+                         str(uuid.UUID(bytes=bytes(reference["entryUUID"]))),
+                         bytes(cookie).decode() if cookie.isValue and bytes(cookie) else None)
+    assert rest == b"" and decode_sync_state(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    b"\x30\x80\x00\x00",  # an indefinite length
+    tlv(0x31, b"\x0a\x01\x01" + tlv(0x04, U1.bytes)),  # a SET
+    tlv(0x30, b"\x02\x01\x01" + tlv(0x04, U1.bytes)),  # an INTEGER state
+    tlv(0x30, b"\x0a\x01\x01" + tlv(0x04, U1.bytes) + tlv(0x04, b"c") + tlv(0x04, b"d")),
+    b"\x30\x85\x00\x00\x00\x00\x05",  # a length of five bytes
+    tlv(0x30, b"\x0a\x05\x01"),  # the state longer than its sequence
+])
+def test_malformed_sync_states_are_refused(value: bytes) -> None:
+    with pytest.raises(ControlError):
+        decode_sync_state(value)
