@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from provisiond.aggregates.provisioned import Attributes, ProvisionedStore
 from provisiond.aggregates.references import attach, named
-from provisiond.directory.access import Directory
+from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.decode import dn_key, same_dn
 from provisiond.directory.stream import Change, ChangeStream
@@ -318,15 +318,22 @@ class Aggregates:
                 service.name in sources_of(other) for other in self.services.values())
         return known
 
-    def settle(self, job: Job) -> None:
+    def settle(self, job: Job, provisioned: Attributes | None = None) -> None:
         """After `job` reported: put its entry in the mirror as the directory has it now, or
         take it out, without waiting for a refresh pass to show it (see the module doc).
-        Raises DirectoryUnavailable."""
+        `provisioned`: the entry's attributes as the job provisioned them (its outputs
+        included); a service without an `active` filter takes them as they are, since
+        nothing but the request decides whether its entry is in the files: no read. Raises
+        DirectoryUnavailable."""
         service = job.service
         if not self.mirrored(service):
             return
-        found = self.directory.search(job.dn, service.aggregate_filter,
-                                      service.mirrored_attributes(), scope="base")
+        if provisioned is not None and not service.active:
+            removed = service.lifecycle.request(job.request).effect == "remove"
+            found = [] if removed else [Entry(job.dn, job.uuid, provisioned)]
+        else:
+            found = self.directory.search(job.dn, service.aggregate_filter,
+                                          service.mirrored_attributes(), scope="base")
         mirror = self.mirror(service)
         with mirror.lock:
             entry = next((e for e in found if e.uuid == job.uuid), None)

@@ -33,7 +33,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -361,16 +361,17 @@ class Engine:
             if refused is not None:
                 self.reporter.failure(rt, entry, request, spec.invalid_code, refused, started)
                 return True
+            written = parents.outputs(spec, outcome, "entry")
             result = self.reporter.report(rt, entry, lifecycle.success_changes(
-                spec.attributes, request, self.clock.now(),
-                parents.outputs(spec, outcome, "entry"), "ok", spec.lifecycle))
+                spec.attributes, request, self.clock.now(), written, "ok", spec.lifecycle))
             if not result.ok:
                 self.reporter.failure(
                     rt, entry, request, spec.invalid_code,
                     f"report: the directory refused the outcome ({result.description}, "
                     f"{result.code}): {request} ran, its result is not recorded", started)
                 return True
-            self._settle(rt, job)
+            self._settle(rt, job, {**entry.attributes,
+                                   **{name.lower(): texts for name, texts in written.items()}})
         finally:
             if not parked:
                 self.aggregates.end(job)
@@ -432,9 +433,10 @@ class Engine:
         if job.service.lifecycle.request(job.request).effect == "change":
             self.refresh_aggregates(dependents)
 
-    def _settle(self, rt: ServiceRuntime, job: Job) -> None:
+    def _settle(self, rt: ServiceRuntime, job: Job,
+                attributes: Mapping[str, tuple[str, ...]]) -> None:
         try:
-            self.aggregates.settle(job)
+            self.aggregates.settle(job, attributes)
         except DirectoryUnavailable as exc:  # the next pass shows it; nothing is lost
             log.warning(kv(event="settle-deferred", service=rt.spec.name, uuid=job.uuid,
                            reason=str(exc)))

@@ -89,11 +89,15 @@ def test_a_request_deferred_by_an_outage_survives_a_stop(
 # -- 7.2: an aggregate never lacks an entry this daemon provisioned ------------------------------
 
 
+@pytest.mark.parametrize("active", [None, ""], ids=["active-filter", "no-active-filter"])
 def test_an_aggregate_keeps_an_entry_a_lagging_refresh_does_not_show(
-    slapd: Slapd, tmp_path: Path, root: Path
+    slapd: Slapd, tmp_path: Path, root: Path, active: str | None
 ) -> None:
+    """With an `active` filter the entry is read back after its report; without one, the
+    mirror takes the entry as the job provisioned it (no read)."""
     conn = connect(slapd)
-    config = write_config(tmp_path / "cfg", slapd, demo_service(root))
+    overrides = {} if active is None else {"active": active}
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root, **overrides))
     with running(config) as engine:
         # slapd's contextCSN lagging behind the entry's entryCSN: the mirror's refresh
         # passes do not show `first`, however often they run
