@@ -1,7 +1,8 @@
 """The engine: from change notifications to claimed, provisioned and reported entries.
 
     change stream --> decide (lifecycle) --> now: worker queue / later: scheduler
-    worker: re-read -> validate -> journal -> claim (CAS) -> pipeline -> report -> forget
+    worker: (re-read) -> intake -> journal -> claim (CAS) -> pipeline (parked at batch
+            renders) -> report -> forget
 
 Guarantees, and where they come from:
 - one entry is never processed twice at once: `_busy` holds the UUIDs in the hands of a
