@@ -25,6 +25,7 @@ hook a second time beside the winner. So a record is resumed only when ownership
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.directory.decode import UUID, same_dn
-from provisiond.host.files import atomic_write, remove_path
+from provisiond.host.files import atomic_write
 from provisiond.model.lifecycle import claim_message
 
 CONFIRMED = "confirmed"
@@ -100,7 +101,11 @@ class Journal:
         return self._path(uuid).exists()
 
     def forget(self, uuid: str) -> None:
-        remove_path(self._path(uuid))
+        """The claim's outcome is in the directory: the record goes. Not made durable (no
+        directory fsync, one less per entry): a record a crash brings back names an entry
+        that is no longer stranded, and a resume forgets it after one read."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(uuid))
 
     def get(self, uuid: str) -> Claim | None:
         return self._read(self._path(uuid))
