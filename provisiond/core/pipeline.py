@@ -145,7 +145,8 @@ class Pipeline:
             if self.observe:
                 self.observe(job.service.name, step.name, self.clock() - started, True)
             log.info(kv(event="step", service=job.service.name, dn=job.dn, uuid=job.uuid,
-                        mode=job.request, step=step.name, rc=0, ms=self._ms(started)))
+                        mode=job.request, step=step.name, rc=0, ms=self._ms(started),
+                        batch=True if outcome.batched == outcome.next_step else None))
             outcome.next_step += 1
         return outcome
 
