@@ -65,8 +65,11 @@ class Scheduler:
                     if predicate(key, item)]
 
     def items(self) -> list[tuple[datetime, Any]]:
+        """(due, item) pairs by due time (items themselves need not be comparable: entries
+        waiting for the same execution date share a due time)."""
         with self._cond:
-            return sorted((due, item) for due, _, item in self._items.values())
+            return sorted(((due, item) for due, _, item in self._items.values()),
+                          key=lambda pair: pair[0])
 
     def _pop_due(self) -> tuple[list[Any], float]:
         now = self.clock.now()

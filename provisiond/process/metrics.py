@@ -41,6 +41,7 @@ PROCESSED = "provisiond_entries_processed_total"
 RETRIES = "provisiond_retries_total"
 LOST_RACES = "provisiond_claims_lost_total"
 STEP_DURATION = "provisiond_step_duration_seconds"
+SCHEDULED_REASONS = ("date", "retry", "wait")  # the first item of the engine's scheduler keys
 
 
 def escape_label(value: str) -> str:
@@ -224,16 +225,25 @@ class Metrics:
                "Entries in the hands of a worker or waiting for one.").sample(busy)
         scheduled: dict[tuple[str, str], int] = {}
         for service in services:
-            scheduled[(service, "date")] = 0
-            scheduled[(service, "retry")] = 0
-        for _due, work in engine.scheduler.items():
-            reason = "retry" if getattr(work, "attempt", 0) else "date"
-            key = (str(getattr(work, "service", "")), reason)
-            scheduled[key] = scheduled.get(key, 0) + 1
+            for reason in SCHEDULED_REASONS:
+                scheduled[(service, reason)] = 0
+        for key, work in engine.scheduler.select(lambda key, item: True):
+            # the engine's keys: (reason, service, uuid)
+            reason = str(key[0]) if isinstance(key, tuple) and key else "date"
+            entry = (str(getattr(work, "service", "")), reason)
+            scheduled[entry] = scheduled.get(entry, 0) + 1
         family = Family(lines, "provisiond_entries_scheduled", "gauge",
-                        "Entries waiting for a time: a future execution date, or a retry.")
+                        "Entries waiting for a time: a future execution date, a retry, or "
+                        "(wait) a re-check of an entry they reference that is being "
+                        "provisioned.")
         for (service, reason), count in sorted(scheduled.items()):
             family.sample(count, service=service, reason=reason)
+        parked = Family(lines, "provisiond_entries_parked", "gauge",
+                        "Claimed or pending entries set aside without a worker: for a "
+                        "serialization key another entry holds, or for a batch render of a "
+                        "file of all entries.")
+        parked.sample(engine.keys.parked(), reason="serialize")
+        parked.sample(engine.batches.count(), reason="batch")
         Family(lines, "provisiond_ready", "gauge",
                "1 once the first sync pass of every service is done.").sample(
             1 if engine.first_sync.is_set() or not engine.services else 0)

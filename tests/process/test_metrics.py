@@ -268,3 +268,29 @@ def test_stop_markers_are_not_counted_as_queued_entries(slapd: Slapd, tmp_path: 
     engine = Engine(load_config(write_config(tmp_path, slapd, demo_service(tmp_path))))
     engine._queue.put((2, 0, None))
     assert engine.load() == (0, 0)
+
+
+def test_waiting_and_parked_entries_are_shown_by_reason(tmp_path: Path) -> None:
+    """An entry waiting for a referenced entry is scheduled for `wait`, not for a date; those
+    parked for a serialization key or a batch render are counted apart."""
+    from datetime import UTC, datetime
+
+    from provisiond.core.batches import Parked
+    from provisiond.core.runtime import Work
+    from tests.core.offline import offline_config
+
+    config = offline_config(tmp_path, demo_service(tmp_path / "root"))
+    engine = Engine(config)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    engine.scheduler.add(("wait", "demo", "u1"), later, Work("demo", "u1", "cn=a"))
+    engine.scheduler.add(("retry", "demo", "u2"), later, Work("demo", "u2", "cn=b", attempt=1))
+    engine.scheduler.add(("date", "demo", "u3"), later, Work("demo", "u3", "cn=c"))
+    engine.batches.park(Parked(tmp_path / "index.conf", 0.0, None, None))
+    metrics = Metrics(MetricsSettings())
+    metrics.attach(engine)
+    families = parse(metrics.render())
+    for reason in ("wait", "retry", "date"):
+        assert value(families, "provisiond_entries_scheduled", service="demo",
+                     reason=reason) == 1, reason
+    assert value(families, "provisiond_entries_parked", reason="batch") == 1
+    assert value(families, "provisiond_entries_parked", reason="serialize") == 0
