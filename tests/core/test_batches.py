@@ -149,3 +149,14 @@ def test_a_parked_job_waits_at_most_the_window(tmp_path: Path) -> None:
     batches.start()
     batches.park(Parked(tmp_path / "f", time.monotonic(), "a", "a"))
     wait_for(lambda: len(resumed) == 1, 5, "rendered after the window although never quiet")
+
+
+def test_a_stop_renders_what_is_parked_at_once(tmp_path: Path) -> None:
+    resumed: list[Any] = []
+    batches = RenderBatches(lambda jobs: None, resumed.append, lambda: False, window=30)
+    batches.start()
+    batches.park(Parked(tmp_path / "f", time.monotonic(), "a", "a"))
+    time.sleep(0.2)
+    assert resumed == []  # busy engine, window not over: it waits for company
+    batches.stop()
+    wait_for(lambda: len(resumed) == 1, 5, "rendered at the stop, so it may still report")
