@@ -92,6 +92,8 @@ def _compiled(env: jinja2.Environment, source: str) -> jinja2.Template:
 
 
 def render_string(env: jinja2.Environment, source: str, context: Mapping[str, Any]) -> str:
+    if "{" not in source:  # no expression, statement or comment: Jinja would give it back as
+        return source      # is (no line statements, trailing newline kept), a render later
     try:
         return _compiled(env, source).render(context)
     except jinja2.TemplateError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisiond.host.jinja import RenderError, shard
+from provisiond.host.jinja import RenderError, make_environment, render_string, shard
 
 
 def test_shard_lays_out_stoney_homes() -> None:
@@ -15,3 +15,9 @@ def test_shard_lays_out_stoney_homes() -> None:
 def test_shard_takes_ascii_digits_only(uid: str) -> None:
     with pytest.raises(RenderError):
         shard(uid)
+
+
+@pytest.mark.parametrize("literal", ["/bin/true", "50% done\n", "a\tb  ", "#not a comment", ""])
+def test_a_literal_renders_as_jinja_renders_it(literal: str) -> None:
+    env = make_environment([])
+    assert render_string(env, literal, {}) == env.from_string(literal).render({}) == literal
