@@ -130,15 +130,16 @@ def test_parked_jobs_are_rendered_together_when_the_engine_is_quiet(tmp_path: Pa
     batches.start()
     path = tmp_path / "index.conf"
     for name in ("a", "b", "c"):
-        batches.park(Parked(path, 0.0 + 1e9, name, name))
+        batches.park(Parked(path, time.monotonic(), name, name))
     batches.poke()
+    time.sleep(0.2)
     assert rendered == []  # not quiet, nobody waited 30 s: more may come
     quiet["now"] = True
     batches.poke()
     wait_for(lambda: len(resumed) == 3, 5, "three resumed")
     assert rendered == [["a", "b", "c"]]
     assert [job.error for job in resumed] == [None, None, None]
-    batches.park(Parked(path, 0.0 + 1e9, "d", "d"))
+    batches.park(Parked(path, time.monotonic(), "d", "d"))
     wait_for(lambda: len(resumed) == 4, 5, "d resumed")
     assert str(resumed[-1].error) == "apply failed"  # the render's error goes to each job
 

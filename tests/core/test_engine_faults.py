@@ -49,6 +49,21 @@ def unavailable(*args: Any, **kwargs: Any) -> Any:
     raise DirectoryUnavailable("injected outage")
 
 
+# What a worker asks the directory before it runs anything: the claim itself (on the change's
+# values, no re-read), and the reads of a stale claim or a resume.
+WORKER_CALLS = ("read", "find_uuid", "modify")
+
+
+def cut_off(directory: Any) -> None:
+    for method in WORKER_CALLS:
+        setattr(directory, method, unavailable)
+
+
+def restore(directory: Any) -> None:
+    for method in WORKER_CALLS:
+        delattr(directory, method)
+
+
 def once(config: Path) -> tuple[int, Engine]:
     engine = Engine(load_config(config))
     return engine.once(), engine
@@ -72,9 +87,7 @@ def test_a_request_deferred_by_an_outage_survives_a_stop(
     config = write_config(tmp_path / "cfg", slapd, demo_service(root),
                           retry={"initial": 30, "maximum": 60})
     with running(config) as engine:
-        # the claim acts on the change's values (no re-read) and meets the outage itself
-        for method in ("read", "find_uuid", "modify"):
-            setattr(engine.directory, method, unavailable)
+        cut_off(engine.directory)  # the claim meets the outage
         dn = add_item(conn, "deferred")
         wait_for(lambda: engine.counters.retried >= 1, what="the claim deferred")
         add_item(conn, "later")  # a later change, so a newer cookie arrives
@@ -266,12 +279,10 @@ def test_retries_waiting_for_the_directory_run_soon_after_it_is_back(
                           retry={"initial": 30, "maximum": 300})
     with running(config) as engine:
         wait_for(lambda: engine.services["demo"].connected, what="connected")
-        for method in ("read", "find_uuid", "modify"):  # the claim meets it (no re-read)
-            setattr(engine.directory, method, unavailable)
+        cut_off(engine.directory)
         dn = add_item(conn, "waiting")
         wait_for(lambda: engine.counters.retried >= 1, what="deferred")
-        for method in ("read", "find_uuid", "modify"):
-            delattr(engine.directory, method)
+        restore(engine.directory)
         rt = engine.services["demo"]
         rt.on_connection(False, "injected")
         rt.on_connection(True, "back")  # the stream reconnected

@@ -172,10 +172,16 @@ def test_the_hand_encoded_claim_assertion_is_what_ldap3_encodes(
 ])
 def test_the_sync_state_is_read_as_pyasn1_reads_it(value: bytes) -> None:
     from pyasn1.codec.ber import decoder
+    from pyasn1.type import namedtype, univ
 
-    from provisiond.directory.controls import _SyncStateValue
+    class SyncStateValue(univ.Sequence):  # RFC 4533, section 2.2
+        componentType = namedtype.NamedTypes(
+            namedtype.NamedType("state", univ.Enumerated()),
+            namedtype.NamedType("entryUUID", univ.OctetString()),
+            namedtype.OptionalNamedType("cookie", univ.OctetString()),
+        )
 
-    reference, rest = decoder.decode(value, asn1Spec=_SyncStateValue())
+    reference, rest = decoder.decode(value, asn1Spec=SyncStateValue())
     cookie = reference["cookie"]
     expected = SyncState(("present", "add", "modify", "delete")[int(reference["state"])],
                          str(uuid.UUID(bytes=bytes(reference["entryUUID"]))),
