@@ -14,6 +14,7 @@ Phases, in order, against one private slapd (scenarios.py):
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import tempfile
@@ -32,6 +33,12 @@ QUICK = Plan(latency_entries=100, warmup=5, gap=0.040, poll_interval=0.05, queue
              settle=1.0, idle=3.0, provisioned=600, burst=200)
 
 
+# Storage kinds' scenarios: bench/<name>.py, each with
+# `run(quick: bool, workdir: Path, cleanup: Cleanup) -> str` returning its report (METRIC lines
+# included). They need root (loop devices, a private tgtd) and are run one at a time.
+STORAGE_SCENARIOS = ("disks", "iscsi")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -39,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                              "600 provisioned + a burst of 200, 3 s idle")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (configs, daemon logs, slapd)")
+    parser.add_argument("--storage", choices=STORAGE_SCENARIOS, metavar="NAME",
+                        help="run only a storage kind's scenario instead of the engine phases: "
+                             + ", ".join(STORAGE_SCENARIOS))
     parser.add_argument("--bound-processes", type=int, metavar="N",
                         help="run the bound in N processes (default: as many as the daemon "
                              "used in the throughput run)")
@@ -56,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cleanup.add("work directory", lambda: remove_tree(workdir))
     try:
+        if args.storage:
+            scenario = importlib.import_module(f"bench.{args.storage}")
+            print(scenario.run(args.quick, workdir, cleanup), flush=True)
+            return 0
         bench = Bench(plan, workdir, cleanup, keep=args.keep)
         latencies = [bench.latency("persist"), bench.latency("poll")]
         tp = bench.throughput()
