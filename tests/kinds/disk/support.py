@@ -25,7 +25,6 @@ from typing import Any
 
 import ldap3
 
-from provisiond.testing.slapd import Slapd
 from tests.support import REPO, read, wait_for
 
 SUFFIX = "dc=example,dc=org"
@@ -52,13 +51,13 @@ def load_script(name: str) -> types.ModuleType:
 
 
 def losetup(image: Path) -> str:
-    done = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
+    done = subprocess.run(["/usr/sbin/losetup", "-f", "--show", str(image)], capture_output=True,
                           text=True, check=True)
     return done.stdout.strip()
 
 
 def detach(device: str) -> None:
-    subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+    subprocess.run(["/usr/sbin/losetup", "-d", device], capture_output=True, check=False)
 
 
 @dataclass
@@ -87,7 +86,7 @@ class Lvm:
     def start(self) -> Lvm:
         image = self.directory / "pv.img"
         self.directory.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["truncate", "-s", self.size, str(image)], check=True)
+        subprocess.run(["/usr/bin/truncate", "-s", self.size, str(image)], check=True)
         self.loop = losetup(image)
         for sub in ("lvm", "lock", "backup", "archive"):
             (self.directory / sub).mkdir(exist_ok=True)
@@ -144,7 +143,7 @@ class StandIns:
     def filesystem(self, vg: str, name: str, size: int) -> str:
         """A loop device of `size` bytes of its own (mkfs writes to it)."""
         image = self.device_dir.parent / f"standin-{vg}-{name}.img"
-        subprocess.run(["truncate", "-s", str(size), str(image)], check=True)
+        subprocess.run(["/usr/bin/truncate", "-s", str(size), str(image)], check=True)
         loop = losetup(image)
         self.loops.append(loop)
         self.images[name] = image
@@ -153,12 +152,12 @@ class StandIns:
 
     def grow(self, name: str, size: int) -> None:
         """The stand-in follows an lvextend, as the LV's device would."""
-        subprocess.run(["truncate", "-s", str(size), str(self.images[name])], check=True)
+        subprocess.run(["/usr/bin/truncate", "-s", str(size), str(self.images[name])], check=True)
         for device in self.loops:
-            back = subprocess.run(["losetup", "-n", "-O", "BACK-FILE", device],
+            back = subprocess.run(["/usr/sbin/losetup", "-n", "-O", "BACK-FILE", device],
                                   capture_output=True, text=True, check=False).stdout.strip()
             if back == str(self.images[name]):
-                subprocess.run(["losetup", "-c", device], check=True)
+                subprocess.run(["/usr/sbin/losetup", "-c", device], check=True)
 
     def _link(self, vg: str, name: str, device: str) -> None:
         link = self.path(vg, name)
@@ -177,7 +176,7 @@ def unmount_below(root: Path) -> None:
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         points = [line.split()[4] for line in handle]
     for point in sorted((p for p in points if p.startswith(str(root) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        subprocess.run(["/usr/bin/umount", "-l", point], capture_output=True, check=False)
 
 
 def short_tempdir() -> Path:
@@ -187,10 +186,11 @@ def short_tempdir() -> Path:
 # -- the kind on a real slapd ----------------------------------------------------------------
 
 
-def disk_vars(lvm: Lvm, stand_ins: StandIns, site: Path, **overrides: Any) -> dict[str, Any]:
-    return {"base": DISKS, "pools": [f"{lvm.vg}=lvm"], "mount_root": str(site / "mnt"),
+def disk_vars(group: Lvm, stand_ins: StandIns, site: Path, **overrides: Any) -> dict[str, Any]:
+    """The kind's vars for this volume group, its stand-ins and the test's site."""
+    return {"base": DISKS, "pools": [f"{group.vg}=lvm"], "mount_root": str(site / "mnt"),
             "fstab": str(site / "fstab"), "device_dir": str(stand_ins.device_dir),
-            "device_wait": 2, "lvm_system_dir": str(lvm.system_dir), **overrides}
+            "device_wait": 2, "lvm_system_dir": str(group.system_dir), **overrides}
 
 
 def add_disk(conn: ldap3.Connection, name: str, *, pool: str, size: str = "64M",

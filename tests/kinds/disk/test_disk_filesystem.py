@@ -36,7 +36,7 @@ def unmount(mountpoint: Path, fstab: Path) -> subprocess.CompletedProcess[str]:
 
 
 def probe(device: Path) -> dict[str, str]:
-    out = subprocess.run(["blkid", "-p", "-o", "export", str(device)], capture_output=True,
+    out = subprocess.run(["/usr/sbin/blkid", "-p", "-o", "export", str(device)], capture_output=True,
                          text=True, check=False).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
@@ -123,7 +123,7 @@ def test_ensure_makes_mounts_and_is_idempotent(lvm: Lvm, stand_ins: StandIns, si
     again = ensure(device, mountpoint, fstype, fstab)
     assert again.returncode == 0 and "made" not in again.stderr
     assert probe(device)["UUID"] == made["UUID"]  # not formatted again
-    subprocess.run(["umount", str(mountpoint)], check=True)  # e.g. after a reboot
+    subprocess.run(["/usr/bin/umount", str(mountpoint)], check=True)  # e.g. after a reboot
     remount = ensure(device, mountpoint, fstype, fstab)
     assert remount.returncode == 0 and "made" not in remount.stderr
     assert (mountpoint / "backup.dat").read_text() == "precious"
@@ -139,7 +139,7 @@ def test_a_device_holding_something_else_is_never_formatted(
         lvm: Lvm, stand_ins: StandIns, site: Path) -> None:
     stand_ins.filesystem(lvm.vg, "r1", 64 * MIB)
     device = stand_ins.path(lvm.vg, "r1")
-    subprocess.run(["mkfs.ext4", "-q", "-L", "admins", str(device)], check=True)
+    subprocess.run(["/usr/sbin/mkfs.ext4", "-q", "-L", "admins", str(device)], check=True)
     before = probe(device)["UUID"]
     done = ensure(device, site / "mnt" / "r1", "xfs", site / "fstab")
     assert done.returncode == 65 and "holds ext4, not xfs; not formatting it" in done.stderr
@@ -171,7 +171,7 @@ def test_busy_unmount_is_tried_again_later(lvm: Lvm, stand_ins: StandIns, site: 
     stand_ins.filesystem(lvm.vg, "r1", 64 * MIB)
     device, mountpoint, fstab = stand_ins.path(lvm.vg, "r1"), site / "mnt" / "r1", site / "fstab"
     assert ensure(device, mountpoint, "ext4", fstab).returncode == 0
-    user = subprocess.Popen(["sleep", "30"], cwd=mountpoint)
+    user = subprocess.Popen(["/usr/bin/sleep", "30"], cwd=mountpoint)
     try:
         busy = unmount(mountpoint, fstab)
         assert busy.returncode == 75 and "target is busy" in busy.stderr
