@@ -1,0 +1,228 @@
+"""scripts/iscsi-tgt-apply against a REAL tgtd, checked with a REAL initiator (libiscsi): the
+ACL admits only the listed initiators, CHAP takes a new secret, LUNs come and go, a missing
+backing store fails the apply, and a run killed at any point is finished by the next one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.kinds.iscsi.support import ALLOWED, HOOK, IQN, OTHER, apply, backing, target_block
+from tests.kinds.iscsi.tgt import TGTADM, Tgtd
+
+SECRET = "s3cret-Secret1"  # 14 characters
+NEW_SECRET = "n3w.Secret-777"
+
+
+def test_an_allowed_initiator_sees_the_target_and_its_lun_size(tgtd: Tgtd,
+                                                               tmp_path: Path) -> None:
+    disk = backing(tmp_path, "repo01", 24 << 20)
+    result = apply(tgtd, tmp_path / "targets.conf", target_block("backup01", luns={1: disk}))
+    assert result.returncode == 0, result.stderr
+    assert "applied and verified 1 targets, 1 LUNs" in result.stdout
+    seen = tgtd.discover(ALLOWED)
+    assert f"Target:{IQN}:backup01" in seen
+    assert "Lun:1" in seen
+    assert tgtd.size(ALLOWED, f"{IQN}:backup01", 1) == 24 << 20
+
+
+def test_an_initiator_not_listed_is_refused(tgtd: Tgtd, tmp_path: Path) -> None:
+    disk = backing(tmp_path, "repo01")
+    result = apply(tgtd, tmp_path / "targets.conf", target_block("backup01", luns={1: disk}))
+    assert result.returncode == 0, result.stderr
+    assert "Target:" not in tgtd.discover(OTHER)
+    refused = tgtd.login(OTHER, f"{IQN}:backup01", 1)
+    assert refused.returncode == 10
+    assert "Target not found(515)" in refused.stderr
+    assert tgtd.size(OTHER, f"{IQN}:backup01", 1) is None
+    # tgtd has name rules only: no address rule (tgt-admin's ALL) that would let OTHER in.
+    assert "ALL" not in tgtd.show()
+    assert tgtd.login(ALLOWED, f"{IQN}:backup01", 1).returncode == 0
+
+
+def test_a_target_without_initiators_lets_nobody_in(tgtd: Tgtd, tmp_path: Path) -> None:
+    disk = backing(tmp_path, "repo01")
+    result = apply(tgtd, tmp_path / "targets.conf",
+                   target_block("backup01", initiators=(), luns={1: disk}))
+    assert result.returncode == 0, result.stderr
+    assert tgtd.login(ALLOWED, f"{IQN}:backup01", 1).returncode == 10
+
+
+def test_chap_wrong_secret_refused_right_admitted_and_a_new_secret_replaces_the_old(
+    tgtd: Tgtd, tmp_path: Path
+) -> None:
+    disk = backing(tmp_path, "repo01")
+    config = tmp_path / "targets.conf"
+    result = apply(tgtd, config, target_block("backup01", chap=("bsd01", SECRET),
+                                              luns={1: disk}))
+    assert result.returncode == 0, result.stderr
+    iqn = f"{IQN}:backup01"
+    assert tgtd.login(ALLOWED, iqn, 1).returncode == 10  # no CHAP at all
+    wrong = tgtd.login(ALLOWED, iqn, 1, chap=("bsd01", "wrong-secret-1"))
+    assert wrong.returncode == 10, wrong.stdout
+    assert "Authentication failure" in wrong.stderr
+    assert tgtd.login(ALLOWED, iqn, 1, chap=("bsd01", SECRET)).returncode == 0
+
+    result = apply(tgtd, config, target_block("backup01", chap=("bsd01", NEW_SECRET),
+                                              luns={1: disk}))
+    assert result.returncode == 0, result.stderr
+    assert tgtd.login(ALLOWED, iqn, 1, chap=("bsd01", SECRET)).returncode == 10
+    assert tgtd.login(ALLOWED, iqn, 1, chap=("bsd01", NEW_SECRET)).returncode == 0
+    # The secret is in no output, and the state file keeps only a salted hash of it.
+    state = Path(f"{config}.state")
+    for text in (result.stdout, result.stderr, state.read_text()):
+        assert SECRET not in text and NEW_SECRET not in text
+    assert state.stat().st_mode & 0o077 == 0
+
+    result = apply(tgtd, config, target_block("backup01", luns={1: disk}))  # CHAP dropped
+    assert result.returncode == 0, result.stderr
+    assert tgtd.login(ALLOWED, iqn, 1).returncode == 0
+    assert "bsd01" not in tgtd.tgtadm("--mode", "account", "--op", "show").stdout
+
+
+def test_a_deleted_lun_is_gone_and_a_deleted_target_too(tgtd: Tgtd, tmp_path: Path) -> None:
+    one, two = backing(tmp_path, "repo01"), backing(tmp_path, "repo02", 16 << 20)
+    config = tmp_path / "targets.conf"
+    assert apply(tgtd, config, target_block("backup01", luns={1: one, 2: two}),
+                 target_block("backup02", luns={1: two})).returncode == 0
+    assert "Lun:2" in tgtd.discover(ALLOWED)
+    result = apply(tgtd, config, target_block("backup01", luns={1: one}))
+    assert result.returncode == 0, result.stderr
+    seen = tgtd.discover(ALLOWED)
+    assert "Lun:1" in seen and "Lun:2" not in seen
+    assert f"{IQN}:backup02" not in seen and f"{IQN}:backup02" not in tgtd.show()
+    assert tgtd.size(ALLOWED, f"{IQN}:backup01", 2) is None
+
+
+def test_a_missing_backing_store_fails_the_apply_and_names_it(tgtd: Tgtd,
+                                                              tmp_path: Path) -> None:
+    one = backing(tmp_path, "repo01")
+    missing = tmp_path / "gone.img"
+    result = apply(tgtd, tmp_path / "targets.conf",
+                   target_block("backup01", luns={1: one, 2: missing}))
+    assert result.returncode == 1
+    assert f"LUN 2: backing store missing, expected {missing}" in result.stderr
+    assert "NOT as the file says" in result.stderr.splitlines()[-1]
+    # The rest was applied: LUN 1 is served.
+    assert tgtd.size(ALLOWED, f"{IQN}:backup01", 1) == 8 << 20
+
+
+def test_a_target_of_someone_else_is_left_alone(tgtd: Tgtd, tmp_path: Path) -> None:
+    tgtd.tgtadm("--mode", "target", "--op", "new", "--tid", "1", "--targetname",
+                f"{IQN}:manual")
+    result = apply(tgtd, tmp_path / "targets.conf", target_block("backup01"))
+    assert result.returncode == 0, result.stderr
+    result = apply(tgtd, tmp_path / "targets.conf")  # ours deleted, the manual one stays
+    assert result.returncode == 0, result.stderr
+    assert f"{IQN}:manual" in tgtd.show() and f"{IQN}:backup01" not in tgtd.show()
+
+
+def test_a_second_run_changes_nothing(tgtd: Tgtd, tmp_path: Path) -> None:
+    disk = backing(tmp_path, "repo01")
+    config = tmp_path / "targets.conf"
+    block = target_block("backup01", chap=("bsd01", SECRET), luns={1: disk})
+    assert apply(tgtd, config, block).returncode == 0
+    before = tgtd.show()
+    again = apply(tgtd, config, block)
+    assert again.returncode == 0, again.stderr
+    # Reads only: show, portals, accounts, then show and portals to verify; no change.
+    assert "5 tgtadm calls" in again.stdout
+    assert tgtd.show() == before
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_point_is_finished_by_the_next(tgtd: Tgtd, tmp_path: Path) -> None:
+    disks = {i: backing(tmp_path, f"repo{i}") for i in range(1, 4)}
+    config = tmp_path / "targets.conf"
+    blocks = [target_block(f"t{i}", chap=(f"user{i}", SECRET), luns={1: disks[i]})
+              for i in range(1, 4)]
+    config.write_text("".join(blocks))
+    cut_short = 0
+    for step in range(60):  # kill 10 ms later each time, until a run ends on its own
+        tgtd.clear()
+        Path(f"{config}.state").unlink(missing_ok=True)
+        process = subprocess.Popen([str(HOOK), "apply", str(config), TGTADM, tgtd.socket],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(step / 100)
+        if process.poll() is not None:
+            break
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        cut_short += bool(tgtd.tids())  # killed with part of the work done
+        result = apply(tgtd, config, *blocks)
+        assert result.returncode == 0, (step, result.stderr)
+        for i in range(1, 4):
+            assert tgtd.login(ALLOWED, f"{IQN}:t{i}", 1, chap=(f"user{i}", SECRET)).returncode == 0
+    assert cut_short >= 2  # the kills did land in the middle of runs
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("target iqn.2026-12.org.example:a\nlun 1 /tmp/x;reboot\nend\n", "not a normalized"),
+    ("target iqn.2026-12.org.example:a\ninitiator ALL\nend\n", "not an iSCSI name"),
+    ("target iqn.2026-12.org.example:a\nlun 0 /tmp/x\nend\n", "LUN must be 1-255"),
+    ("target iqn.2026-12.org.example:a\nlun 256 /tmp/x\nend\n", "LUN must be 1-255"),
+    ("target iqn.2026-12.org.example:a\nlun 1 /tmp/x\nlun 1 /tmp/y\nend\n", "LUN 1 twice"),
+    ("target IQN.2026-12.org.example:a\nend\n", "not an iSCSI name"),
+    ("target iqn.2026-12.org.example:a\nend\ntarget iqn.2026-12.org.example:a\nend\n",
+     "listed twice"),
+    ("target iqn.2026-12.org.example:a\nchap u short\nend\n", "not 12-16 characters"),
+    ("target iqn.2026-12.org.example:a\nchap u has space 123456\nend\n", "unexpected 'chap'"),
+    ("target iqn.2026-12.org.example:a\nchap u aaaaaaaaaaaa\nend\n"
+     "target iqn.2026-12.org.example:b\nchap u bbbbbbbbbbbb\nend\n", "different secrets"),
+    ("target iqn.2026-12.org.example:a\nportal 999.1.1.1\nend\n", "not an IP address"),
+    ("target iqn.2026-12.org.example:a\nportal [::1\nend\n", "not a portal"),
+    ("target iqn.2026-12.org.example:a\nportal ::1\nend\n", "not a portal"),
+    ("target iqn.2026-12.org.example:a\ninitiator  iqn.2026-12.org.example:b\nend\n",
+     "single spaces"),
+    ("target iqn.2026-12.org.example:a\tx\nend\n", "single spaces"),
+    ("lun 1 /tmp/x\n", "outside a target"),
+    ("target iqn.2026-12.org.example:a\n", "no 'end' line"),
+    ("target iqn.2026-12.org.example:" + "q" * 220 + "\nend\n", "at most 223 bytes"),
+])
+def test_a_hostile_file_is_refused_whole_and_changes_nothing(tgtd: Tgtd, tmp_path: Path,
+                                                             text: str, reason: str) -> None:
+    config = tmp_path / "targets.conf"
+    config.write_text(text)
+    result = subprocess.run([str(HOOK), "apply", str(config), TGTADM, tgtd.socket],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 65, result
+    assert reason in result.stderr
+    for secret in ("aaaaaaaaaaaa", "bbbbbbbbbbbb"):
+        assert secret not in result.stderr
+    assert tgtd.tids() == []
+
+
+def test_tgtd_not_running_asks_for_a_retry(tmp_path: Path) -> None:
+    config = tmp_path / "targets.conf"
+    config.write_text(target_block("backup01"))
+    result = subprocess.run([str(HOOK), "apply", str(config), TGTADM,
+                             str(tmp_path / "no-such.sock")],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 75, result
+    assert "tgtd is not reachable" in result.stderr
+
+
+def test_sessions_lists_who_is_logged_in(tgtd: Tgtd, tmp_path: Path) -> None:
+    disk = backing(tmp_path, "repo01")
+    assert apply(tgtd, tmp_path / "targets.conf",
+                 target_block("backup01", luns={1: disk})).returncode == 0
+    # iscsi-perf keeps a session open while it runs.
+    perf = subprocess.Popen(["/usr/bin/iscsi-perf", "-i", ALLOWED,
+                             f"iscsi://{tgtd.portal}/{IQN}:backup01/1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def listed() -> str:
+            return subprocess.run([str(HOOK), "sessions", TGTADM, tgtd.socket],
+                                  capture_output=True, text=True, check=True).stdout
+        deadline = time.monotonic() + 10
+        while ALLOWED not in listed() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert f"{IQN}:backup01: session from {ALLOWED} at 127.0.0.1" in listed()
+    finally:
+        perf.kill()
+        perf.wait()
