@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import importlib.machinery
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -268,3 +269,39 @@ def calls(directory: Path) -> int:
 def state_of(pool: Pool, leaves: list[str], props: tuple[str, ...]) -> dict[str, Any]:
     """The properties that matter of each dataset, to compare runs."""
     return {leaf: {p: prop(pool.dataset(leaf), p) for p in props} for leaf in leaves}
+
+
+FAKE = Path(__file__).with_name("fake_zfs")
+
+
+@dataclass(frozen=True)
+class FakeZfs:
+    """tests/kinds/disk/fake_zfs installed as DIR/bin/zfs with its state beside it."""
+
+    program: Path
+    device_dir: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.program.with_name("fake_zfs.json")
+
+    def state(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.state_file.read_text())
+        return loaded
+
+    def update(self, **changes: Any) -> None:
+        self.state_file.write_text(json.dumps({**self.state(), **changes}))
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.program), *args], capture_output=True, text=True,
+                              check=False, timeout=30)
+
+
+def install_fake(directory: Path, *pools: str) -> FakeZfs:
+    (directory / "bin").mkdir(parents=True)
+    (directory / "dev").mkdir()
+    fake = FakeZfs(directory / "bin" / "zfs", directory / "dev")
+    fake.program.symlink_to(FAKE)
+    fake.state_file.write_text(json.dumps({"pools": list(pools), "datasets": {},
+                                           "device_dir": str(fake.device_dir)}))
+    return fake
