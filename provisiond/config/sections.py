@@ -241,6 +241,11 @@ SERVICE = Section(
                "key that renders empty means none; one that fails to render fails the entry "
                "with invalid_code. A step may carry `serialize` too: then only that step "
                "waits for its key (step keys and service keys never exclude each other)."),
+        Option("status", "list", "A command `provisiond status` runs for the service's live "
+               "facts (an iSCSI target's sessions), printing its stdout lines under the "
+               "service: an argv of templates over `vars` and `service`, argv[0] a hook "
+               "program; a hook's environment without entry or values, killed after 20 s; a "
+               "failure is shown, not fatal (operate/live.py)."),
         Option("admin_hooks", "mapping", SERVICE_ADMIN_HOOKS.doc, section=SERVICE_ADMIN_HOOKS),
         Option("steps", "mapping", "Per mode of the lifecycle (add, modify, delete; an "
                "operation's add): a list of steps, or the name of another mode (`modify: "

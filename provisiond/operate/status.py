@@ -32,12 +32,14 @@ from typing import Any, TextIO
 import psutil
 
 from provisiond import __version__, paths
+from provisiond.config.schema import ConfigError
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.directory.cookie import CookieStore, newest_csn
 from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.model import lifecycle
 from provisiond.model.settings import Config, ServiceSpec
 from provisiond.model.states import Lifecycle
+from provisiond.operate import live
 from provisiond.operate.common import (
     Reader,
     human_age,
@@ -249,9 +251,15 @@ def collect(config: Config, *, stuck_after: float = DEFAULT_STUCK_AFTER,
     daemon = report["daemon"]
     streams = liveness.of_daemon(config.state_dir, daemon["pid"]) if daemon["running"] else None
     try:
+        status_commands = live.commands(config)
+    except (ConfigError, OSError) as exc:  # the daemon loaded it; shown, not fatal
+        status_commands, report["live_error"] = {}, str(exc)
+    try:
         for spec in config.services:
-            report["services"].append(service_status(config, spec, reader, now, stuck_after,
-                                                     streams))
+            info = service_status(config, spec, reader, now, stuck_after, streams)
+            if spec.name in status_commands:  # the service's own `status:` command
+                info["live"] = live.facts(config, spec, status_commands[spec.name])
+            report["services"].append(info)
     finally:
         if reader is not None:
             reader.close()
@@ -337,6 +345,7 @@ def format_text(report: Mapping[str, Any], out: TextIO) -> None:
             print(f"  working    {len(service['working'])} (in a worker's hands now)", file=out)
         _rows(out, "scheduled", service["scheduled"],
               lambda r: f"on {r['execution_date']} (in {r['in_days']} days)")
+        _live(out, service.get("live"))
     summary = report["summary"]
     print(file=out)
     print(f"{summary['failed']} failed, {summary['stuck']} stuck, {summary['working']} working, "
@@ -354,6 +363,22 @@ def _rows(out: TextIO, title: str, rows: list[dict[str, Any]], detail: Any) -> N
         print(f"    {terminal_safe(row['dn'])}  {row['mode']}  {detail(row)}", file=out)
     if len(rows) > LIST_LIMIT:
         print(f"    ... and {len(rows) - LIST_LIMIT} more (status --json lists all)", file=out)
+
+
+def _live(out: TextIO, facts: Mapping[str, Any] | None) -> None:
+    """What the service's `status:` command printed (operate/live.py)."""
+    if facts is None:
+        return
+    lines = facts["lines"]
+    if not lines and not facts["error"]:
+        print("  live       (nothing reported)", file=out)
+    for line in lines[:LIST_LIMIT * 5]:
+        print(f"  live       {terminal_safe(line)}", file=out)
+    if len(lines) > LIST_LIMIT * 5:
+        print(f"    ... and {len(lines) - LIST_LIMIT * 5} more (status --json lists all)",
+              file=out)
+    if facts["error"]:
+        print(f"  live       ERROR {terminal_safe(facts['error'])}", file=out)
 
 
 def _parse_iso(text: str | None) -> datetime | None:

@@ -3,6 +3,7 @@ the shipped kinds, templates and hook, a REAL private tgtd, and the REAL libiscs
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.kinds.iscsi.site import (
 )
 from tests.kinds.iscsi.support import ALLOWED, IQN, OTHER
 from tests.kinds.iscsi.tgt import Tgtd
-from tests.support import read, request, running, wait_for
+from tests.support import read, request, run_cli, running, wait_for
 
 SECRET = "s3cret-Secret1"
 NEW_SECRET = "n3w.Secret-777"
@@ -189,3 +190,31 @@ def test_a_hundred_targets_with_two_luns_each_at_once(
               f"{applies} applies")
         assert applies <= 12, applies  # a handful of applies, not 300
         assert tgtd.size(ALLOWED, f"{IQN}:t099", 2) == 1 << 20
+
+
+def test_status_shows_each_targets_sessions_and_never_the_secret(
+    slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path
+) -> None:
+    config = site.config(slapd, tmp_path / "cfg")
+    with running(config):
+        disk = add_disk(conn, "repo01")
+        target = add_target(conn, "backup01", initiators=(ALLOWED,), chap=("bsd01", SECRET))
+        lun = add_lun(conn, "backup01", "lun1", 1, disk)
+        for dn in (disk, target, lun):
+            added(conn, dn)
+    iqn = f"{IQN}:backup01"
+    # iscsi-perf keeps a session open while it runs (CHAP from its environment).
+    perf = subprocess.Popen(["/usr/bin/iscsi-perf", "-i", ALLOWED, f"iscsi://{tgtd.portal}/{iqn}/1"],
+                            env={"LIBISCSI_CHAP_USERNAME": "bsd01",
+                                 "LIBISCSI_CHAP_PASSWORD": SECRET},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: ALLOWED in tgtd.show(), 10, "a session")
+        result = run_cli("--config", str(config), "status")
+    finally:
+        perf.kill()
+        perf.wait()
+    text = result.stdout
+    section = text.split("service iscsi-target")[1].split("\nservice ")[0]
+    assert f"  live       {iqn}: session from {ALLOWED} at 127.0.0.1" in section, text
+    assert SECRET not in text + result.stderr

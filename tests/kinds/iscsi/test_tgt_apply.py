@@ -217,7 +217,7 @@ def test_sessions_lists_who_is_logged_in(tgtd: Tgtd, tmp_path: Path) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         def listed() -> str:
-            return subprocess.run([str(HOOK), "sessions", TGTADM, tgtd.socket],
+            return subprocess.run([str(HOOK), "sessions", "tgt", TGTADM, tgtd.socket],
                                   capture_output=True, text=True, check=True).stdout
         deadline = time.monotonic() + 10
         while ALLOWED not in listed() and time.monotonic() < deadline:

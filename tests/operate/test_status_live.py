@@ -1,0 +1,64 @@
+"""`status: [argv]` on a service: `provisiond status` runs it and prints its lines under the
+service (operate/live.py), with a hook's minimal environment; a failure is shown, not fatal."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from provisiond.config import load_config
+from provisiond.operate.status import collect, format_text
+from tests.operate.conftest import Site
+from tests.support import demo_service, run_cli, write_config
+
+SCRIPT = """#!/bin/sh
+echo "facts of $1"
+echo "env: $(env | sort | grep -c PROVISIOND_VALUE_) values, dn=[$PROVISIOND_DN]"
+[ -n "$2" ] && { echo "it broke" >&2; exit 3; }
+exit 0
+"""
+
+
+def configured(site: Site, tmp_path: Path, status: list[str]) -> Path:
+    program = tmp_path / "facts"
+    program.write_text(SCRIPT)
+    program.chmod(0o755)
+    services = demo_service(site.root, status=[str(program), *status])
+    services["plain"] = demo_service(site.root)["demo"]  # no status: no live line
+    services["plain"]["vars"] = {**services["plain"]["vars"], "root": str(site.root / "p")}
+    return write_config(tmp_path / "cfg2", site.slapd, services)
+
+
+def test_status_prints_the_lines_of_the_services_command(site: Site, tmp_path: Path) -> None:
+    config = configured(site, tmp_path, ["{{ vars.root }}"])
+    result = run_cli("--config", str(config), "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    demo, plain = text.split("service plain")
+    assert f"  live       facts of {site.root}\n" in demo
+    assert "  live       env: 0 values, dn=[]\n" in demo  # no entry, no values: no secret
+    assert "live" not in plain
+    report = json.loads(run_cli("--config", str(config), "status", "--json").stdout)
+    live = report["services"][0]["live"]
+    assert live["lines"][0] == f"facts of {site.root}" and live["error"] is None
+    assert "live" not in report["services"][1]
+
+
+def test_a_failing_status_command_is_shown_and_status_still_reports(site: Site,
+                                                                    tmp_path: Path) -> None:
+    config = configured(site, tmp_path, ["x", "fail"])
+    report = collect(load_config(config))
+    out = io.StringIO()
+    format_text(report, out)
+    assert "  live       facts of x\n" in out.getvalue()
+    assert "  live       ERROR exited 3: it broke\n" in out.getvalue()
+    assert report["summary"]["errors"] == 0
+
+
+def test_a_status_program_that_is_not_there_is_an_error_line(site: Site,
+                                                             tmp_path: Path) -> None:
+    services = demo_service(site.root, status=["no-such-status-program"])
+    config = write_config(tmp_path / "cfg3", site.slapd, services)
+    report = collect(load_config(config))
+    assert "no-such-status-program" in report["services"][0]["live"]["error"]
