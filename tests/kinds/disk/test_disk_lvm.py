@@ -119,7 +119,7 @@ def test_existing_volume_is_adopted_only_when_it_is_the_entrys(
     assert done.returncode == 65 and "carries no provisiond-uuid tag" in done.stderr
     assert lvm.volumes()["r1"][0] == 12 * MIB and lvm.volumes()["plain"][1] == ()
     moved = create(lvm, stand_ins, "r2")  # the same entry under another name
-    assert moved.returncode == 65 and "the name and pool cannot change" in moved.stderr
+    assert moved.returncode == 65 and "the name cannot change" in moved.stderr
     assert "r2" not in lvm.volumes()
 
 
@@ -241,3 +241,12 @@ def test_a_rerun_after_sigkill_mid_hook_converges(
         assert "already gone (kept as r1.deleted-" in rerun.stderr
     else:
         assert not volumes and "already gone" in rerun.stderr
+
+
+def test_a_missing_volume_group_is_unavailable_for_every_action(
+        lvm: Lvm, stand_ins: StandIns) -> None:
+    for args in (("grow", "novg", "r1", "block", str(MIB), UUID, "false"),
+                 ("delete", "novg", "r1", "block", UUID, "keep", "-"), ("list", "novg")):
+        done = hook(lvm, stand_ins, *args)
+        assert done.returncode == 69 and "volume group novg not found" in done.stderr, (
+            args, done.stderr)
