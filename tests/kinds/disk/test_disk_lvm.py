@@ -250,3 +250,31 @@ def test_a_missing_volume_group_is_unavailable_for_every_action(
         done = hook(lvm, stand_ins, *args)
         assert done.returncode == 69 and "volume group novg not found" in done.stderr, (
             args, done.stderr)
+
+
+def test_no_space_fails_with_lvms_reason(lvm: Lvm, stand_ins: StandIns) -> None:
+    done = create(lvm, stand_ins, "huge", 64 * 1024 * MIB)
+    assert done.returncode == 1 and not outputs(done)
+    assert "insufficient free space" in done.stderr.splitlines()[-1], done.stderr
+    assert "huge" not in lvm.volumes()
+
+
+def test_busy_volume_is_tried_again_later(lvm: Lvm, stand_ins: StandIns,
+                                          tmp_path: Path) -> None:
+    """An open LV: lvremove and lvrename refuse it "in use" (activation is off here, so an
+    lvm that answers as LVM does for an open volume stands in for them)."""
+    stand_ins.block(lvm.vg, "r1")
+    assert create(lvm, stand_ins, "r1").returncode == 0
+    busy = tmp_path / "lvm-busy"
+    busy.write_text(
+        "#!/usr/bin/env python3\nimport os, sys\n"
+        "if sys.argv[1] in ('lvremove', 'lvrename'):\n"
+        f"    print('  Logical volume {lvm.vg}/r1 in use.', file=sys.stderr)\n"
+        "    sys.exit(5)\n"
+        "os.execv('/usr/sbin/lvm', ['/usr/sbin/lvm', *sys.argv[1:]])\n")
+    busy.chmod(0o755)
+    for on_delete in ("keep", "destroy"):
+        done = hook(lvm, stand_ins, "delete", lvm.vg, "r1", "block", UUID, on_delete, "-",
+                    program=str(busy))
+        assert done.returncode == 75 and "in use" in done.stderr, done.stderr
+    assert "r1" in lvm.volumes()

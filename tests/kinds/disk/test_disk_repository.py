@@ -179,6 +179,12 @@ def test_delete_refused_while_referenced(storage: Slapd, lvm: Lvm, stand_ins: St
         assert outcome(conn, disk, "add")["provisiondMode"] == "added"
         assert outcome(conn, user, "add")["provisiondMode"] == "added", read(conn, user)
 
+        request(conn, disk, "modify", provisiondPool="othervg")  # a fixed value
+        entry = outcome(conn, disk, "modify")
+        assert entry[RETURN] == "24" and "pool" in entry[MESSAGE], entry
+        request(conn, disk, "modify", provisiondPool=lvm.vg, provisiondSize="32M")
+        assert outcome(conn, disk, "modify")["provisiondMode"] == "modified"  # growing is fine
+
         request(conn, disk, "delete", provisiondIsActive="FALSE")
         entry = outcome(conn, disk, "delete")
         assert entry[RETURN] == "24", entry
