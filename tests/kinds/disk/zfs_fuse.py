@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.machinery
-import importlib.util
 import json
 import os
+import runpy
 import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -45,15 +43,10 @@ STATE = Path("/run/provisiond-tests-zfs-fuse")  # the users' lock and the starte
 POOL_SIZE = 256 << 20
 
 
-def load_hook() -> ModuleType:
-    """scripts/disk-zfs as a module (it has no .py suffix: load it by its loader)."""
-    loader = importlib.machinery.SourceFileLoader("disk_zfs", str(HOOK))
-    spec = importlib.util.spec_from_loader("disk_zfs", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["disk_zfs"] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
+def load_hook() -> SimpleNamespace:
+    """scripts/disk-zfs's functions and classes (runpy registers it as a module while it runs,
+    as its dataclasses need)."""
+    return SimpleNamespace(**runpy.run_path(str(HOOK), run_name="disk_zfs"))
 
 
 def run_hook(*args: str, env: dict[str, str] | None = None,
