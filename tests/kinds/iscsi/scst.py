@@ -25,6 +25,8 @@ GOLDEN = Path(__file__).with_name("golden")
 TARGETS = "ou=targets,ou=iscsi,ou=storage,dc=example,dc=org"
 DISKS = "ou=disks,ou=storage,dc=example,dc=org"
 SECRET = "s3cret.Secret!1"  # 15 characters of the CHAP charset
+BSD01 = "iqn.2026-12.org.example:bsd01"
+BSD02 = "iqn.2026-12.org.example:bsd02"
 
 
 def load_script(name: str) -> ModuleType:

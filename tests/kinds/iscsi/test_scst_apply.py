@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.kinds.iscsi.scst import (
+    BSD01,
+    BSD02,
     SCRIPTS,
     SECRET,
     FakeScst,
@@ -23,8 +25,6 @@ from tests.kinds.iscsi.scst import (
 )
 
 APPLY = str(SCRIPTS / "iscsi-scst-apply")
-BSD01 = "iqn.2026-12.org.example:bsd01"
-BSD02 = "iqn.2026-12.org.example:bsd02"
 IQN = "iqn.2026-12.org.example:backup01"
 NEW_SECRET = "n3w.Secret-2026"
 

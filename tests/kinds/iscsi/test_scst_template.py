@@ -9,11 +9,19 @@ import os
 import pytest
 
 from provisiond.host.jinja import RenderError
-from tests.kinds.iscsi.scst import GOLDEN, SECRET, disk, load_script, lun, render, target
+from tests.kinds.iscsi.scst import (
+    BSD01,
+    BSD02,
+    GOLDEN,
+    SECRET,
+    disk,
+    load_script,
+    lun,
+    render,
+    target,
+)
 
 check = load_script("iscsi-scst-check")
-BSD01 = "iqn.2026-12.org.example:bsd01"
-BSD02 = "iqn.2026-12.org.example:bsd02"
 
 
 def scenarios() -> dict[str, str]:
