@@ -186,6 +186,17 @@ def test_busy_is_retried_then_tempfail() -> None:
     assert hook.Zfs("/z", Recorder(busy, (0, "", "")), sleep=lambda _s: None).run(["/z"]) == ""
 
 
+def test_a_busy_unmount_says_why() -> None:
+    """umount's "target is busy" comes before zfs's last line, which does not say busy."""
+    busy = (1, "", "umount: /m/a: target is busy.\ncannot unmount '/m/a': umount failed: "
+                   "umount child process failed\n")
+    with pytest.raises(hook.Failed) as failed:
+        hook.Zfs("/z", Recorder(busy, busy, busy), sleep=lambda _s: None).run(
+            ["/z", "unmount", "p/a"])
+    assert failed.value.code == 75
+    assert str(failed.value).startswith("zfs unmount p/a: umount: /m/a: target is busy. cannot")
+
+
 @pytest.mark.parametrize(("err", "code"), [
     ("cannot create 'nopool/a': no such pool 'nopool'", 69),
     ("connect: No such file or directory\nPlease make sure that the zfs-fuse daemon is "

@@ -94,6 +94,15 @@ def _retry_busy(argv: list[str], tries: int = 20) -> subprocess.CompletedProcess
     return done
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie whose parent, another test process, has not reaped it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 class Daemon:
     """The host's zfs-fuse, shared by every test process; this process holds a use of it."""
 
@@ -153,7 +162,7 @@ class Daemon:
         except (OSError, ProcessLookupError):
             return
         deadline = time.monotonic() + 30
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _alive(pid) and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.1)
