@@ -7,7 +7,10 @@ The sample entry is built from the kind alone: its values from the value declara
 first candidate its type accepts), its object classes from the kind's filter plus what the
 server's schema needs to hold the values and the state attributes, its other required
 attributes filled in by syntax, under the kind's default base in a slapd whose suffix is
-that base's `dc=` part. A kind this cannot serve fails with a message saying what to teach.
+that base's `dc=` part. A kind that references other kinds' entries (a LUN its disk and its
+target) is loaded beside them, each service named after its kind as the storage kinds assume,
+and previewed with provisioned sample entries of theirs to reference. A kind this cannot
+serve fails with a message saying what to teach.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import pytest
 import yaml
 
 from provisiond.config import load_config
+from provisiond.config.load import find_kind
+from provisiond.config.schema import Where
 from provisiond.host.jinja import make_environment
 from provisiond.model.settings import Config, HookAction, RenderAction, ServiceSpec
 from provisiond.model.value_types import ValueType
@@ -47,25 +52,52 @@ UNREACHABLE = "ldap://127.0.0.1:1"
 
 def test_every_kind_is_checked() -> None:
     assert KINDS, f"no kinds found in {KINDS_DIR}"
-    assert {"demo", "backup-account", "backup-account-native"} <= set(KINDS)
+    assert {"demo", "backup-account", "backup-account-native", "disk-repository",
+            "iscsi-target", "iscsi-lun", "tape-library", "tape-operation"} <= set(KINDS)
 
 
 # -- loading -----------------------------------------------------------------------------------
 
 
+def companions(kind: str) -> list[str]:
+    """The kinds `kind` needs beside it, by the convention that a storage kind's service is
+    named after its kind: every service its `references` (a dn value's or the parent's) and
+    its renders' `sources` name, and theirs in turn."""
+    found: list[str] = []
+    todo = [kind]
+    while todo:
+        definition = find_kind(todo.pop(), Where("test"))
+        named = [given if isinstance(given, str) else given.get("service") or given.get("parent")
+                 for given in (definition.get("references") or {}).values()]
+        for steps in (definition.get("steps") or {}).values():
+            for step in steps if isinstance(steps, list) else ():
+                named += (step.get("render") or {}).get("sources") or []
+        for name in named:
+            if name != kind and name not in found:
+                found.append(name)
+                todo.append(name)
+    return found
+
+
 def write_config(directory: Path, kind: str, vars_: dict[str, str], uri: str = UNREACHABLE,
                  bind_dn: str = "cn=admin,dc=example,dc=org", password: str = "secret") -> Path:
+    """A configuration enabling `kind` and its companions, each as a service named after its
+    kind, every one with the vars of `vars_` it declares."""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "bind.secret"
     secret.write_text(password + "\n")
     secret.chmod(0o600)
-    service: dict[str, Any] = {"kind": kind, **({"vars": vars_} if vars_ else {})}
+    services: dict[str, Any] = {}
+    for name in (kind, *companions(kind)):
+        declared = find_kind(name, Where("test")).get("vars") or {}
+        given = {var: value for var, value in vars_.items() if var in declared}
+        services[name] = {"kind": name, **({"vars": given} if given else {})}
     path = directory / "provisiond.yaml"
     path.write_text(yaml.safe_dump({
         "ldap": {"uri": uri, "bind_dn": bind_dn, "bind_password_file": str(secret),
                  "timeout": 5},
         "state_dir": str(directory / "state"),
-        "services": {kind: service},
+        "services": services,
     }))
     return path
 
@@ -84,17 +116,22 @@ def root_vars(spec: ServiceSpec) -> list[str]:
 
 
 class Loaded:
-    """A kind as a site enables it: `services: {KIND: {kind: KIND, vars: {...}}}`, its roots
-    moved into `directory / "site"` (nothing is written anywhere else)."""
+    """A kind as a site enables it: `services: {KIND: {kind: KIND, vars: {...}}}` beside its
+    companions, the roots of all of them moved into `directory / "site"` (nothing is written
+    anywhere else)."""
 
     def __init__(self, kind: str, directory: Path, **ldap: str) -> None:
         defaults = load_config(write_config(directory / "defaults", kind, {}))
-        (shipped,) = defaults.services
         self.site = directory / "site"
-        self.vars = {name: str(self.site / name) for name in root_vars(shipped)}
+        self.vars = {name: str(self.site / name) for shipped in defaults.services
+                     for name in root_vars(shipped)}
         self.path = write_config(directory, kind, self.vars, **ldap)
         self.config: Config = load_config(self.path)
-        (self.spec,) = self.config.services
+        self.spec = self.service(kind)
+
+    def service(self, name: str) -> ServiceSpec:
+        (spec,) = [spec for spec in self.config.services if spec.name == name]
+        return spec
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -103,7 +140,10 @@ def test_the_kind_loads_in_a_minimal_config(kind: str, tmp_path: Path) -> None:
     spec = loaded.spec
     assert spec.name == kind and spec.kind == kind
     assert spec.steps_for("add"), f"kind {kind} has no add steps"
-    assert spec.roots and all(root.is_relative_to(loaded.site) for root in spec.roots)
+    writes = any(not isinstance(step.action, HookAction)
+                 for steps in spec.steps.values() for step in steps)
+    assert spec.roots or not writes, f"kind {kind} writes files but declares no roots"
+    assert all(root.is_relative_to(loaded.site) for root in spec.roots)
     assert spec.values, f"kind {kind} declares no values"
 
 
@@ -177,7 +217,9 @@ def _sizes(value_type: Any) -> list[str]:
 # Candidate raw values per type, tried in order: the first the declared type accepts (its
 # min, max, pattern, choices) is the sample. A new type fails below until it is listed here.
 CANDIDATES: dict[str, Callable[[Any], list[str]]] = {
-    "string": lambda t: ["sample", "1234567", "Sample 1"],
+    "string": lambda t: ["sample", "1234567", "Sample 1", "192.0.2.10:3260",
+                         "0 /dev/tape/sample-nst", "sample-secret-1",
+                         "1 Empty", "0 Empty", "20240101T000000Z"],
     "integer": _integers,
     "bytes": _sizes,
     "boolean": lambda t: ["TRUE"],
@@ -270,17 +312,25 @@ class Schema:
         return FILLERS.get(info.syntax or "", "sample")
 
 
-def sample_entry(spec: ServiceSpec, schema: Schema) -> tuple[str, list[str], dict[str, str]]:
-    """(DN, object classes, attributes) of an entry asking for `add`, with every value set."""
+def sample_entry(spec: ServiceSpec, schema: Schema, *, refs: dict[str, str] | None = None,
+                 parent: str | None = None, provisioned: bool = False,
+                 ) -> tuple[str, list[str], dict[str, str]]:
+    """(DN, object classes, attributes) of an entry asking for `add`, with every value set;
+    `refs`: the DN each dn value that references another service's entry names, `parent`:
+    the DN it goes under (default: the service's base); `provisioned`: `added` already, with
+    its outputs, as an entry other entries reference."""
     kind = spec.kind or spec.name
-    referencing = {reference.value for reference in spec.references}
-    attributes = {value.attribute: sample_value(kind, value) for value in spec.values
-                  if value.name not in referencing or value.required}
-    assert not referencing & {v.name for v in spec.values if v.required}, (
-        f"kind {kind}: a required reference needs an entry of another service: teach "
-        "tests/kinds/test_every_kind.py to make one")
+    refs = refs or {}
+    referencing = {reference.name for reference in spec.references if not reference.parent}
+    attributes = {value.attribute: refs.get(value.name) or sample_value(kind, value)
+                  for value in spec.values
+                  if value.name not in referencing or value.required or value.name in refs}
     state = spec.attributes
     attributes.update({state.mode: "add", state.state: "0", state.execution_date: "0"})
+    if provisioned:
+        attributes.update({value.attribute: sample_value(kind, value) for value in spec.outputs})
+        attributes.update({state.mode: spec.lifecycle.done["add"],
+                           state.state: "20240101T000000Z"})
     classes = re.findall(r"\(objectClass=([^()*]+)\)", spec.filter, re.IGNORECASE)
     rdn = spec.values[0].attribute  # the first declared value names the entry
     if not schema.structural(classes):
@@ -295,7 +345,27 @@ def sample_entry(spec: ServiceSpec, schema: Schema) -> tuple[str, list[str], dic
     given = {schema.canonical(a) for a in attributes}
     for attribute in sorted(schema.required(classes) - given - {"objectclass"}):
         attributes[attribute] = schema.filler(attribute)
-    return f"{rdn}={attributes[rdn]},{spec.base}", classes, attributes
+    return f"{rdn}={attributes[rdn]},{parent or spec.base}", classes, attributes
+
+
+def add_referenced(loaded: Loaded, spec: ServiceSpec, schema: Schema,
+                   conn: ldap3.Connection) -> tuple[dict[str, str], str | None]:
+    """Provisioned sample entries of the services `spec` references (and theirs), added to
+    the directory: (the DN each referencing dn value names, the parent DN or None)."""
+    refs: dict[str, str] = {}
+    parent = None
+    for reference in spec.references:
+        other = loaded.service(reference.service)
+        other_refs, other_parent = add_referenced(loaded, other, schema, conn)
+        dn, classes, attributes = sample_entry(other, schema, refs=other_refs,
+                                               parent=other_parent, provisioned=True)
+        if not conn.search(dn, "(objectClass=*)", "BASE"):
+            assert conn.add(dn, classes, attributes), (other.name, conn.result, attributes)
+        if reference.parent:
+            parent = dn
+        else:
+            refs[reference.name] = dn
+    return refs, parent
 
 
 def suffix_of(base: str) -> str:
@@ -321,17 +391,22 @@ def parents_ldif(base: str, suffix: str) -> str:
 
 
 @pytest.fixture
-def directory_for() -> Iterator[Callable[[ServiceSpec], Slapd]]:
-    """A private slapd holding `spec`'s base under the suffix of its default base."""
+def directory_for() -> Iterator[Callable[[Loaded], Slapd]]:
+    """A private slapd holding the bases of `loaded`'s services under the suffix of its
+    kind's default base."""
     require_slapd()
     servers: list[Slapd] = []
 
-    def start(spec: ServiceSpec) -> Slapd:
-        suffix = suffix_of(spec.base)
-        state = spec.attributes
+    def start(loaded: Loaded) -> Slapd:
+        suffix = suffix_of(loaded.spec.base)
+        state = loaded.spec.attributes
+        parents: dict[str, str] = {}  # each organizationalUnit once, parents first
+        for spec in loaded.config.services:
+            for entry in parents_ldif(spec.base, suffix).split("\n\n"):
+                parents.setdefault(entry.split("\n", 1)[0], entry.strip() + "\n")
         server = start_private_slapd(
             Path(tempfile.mkdtemp(prefix="pvd-", dir="/tmp")),  # short: ldapi path limit
-            extra_ldif=parents_ldif(spec.base, suffix), suffix=suffix,
+            extra_ldif="\n".join(parents.values()), suffix=suffix,
             root_dn=f"cn=admin,{suffix}", schema_files=SCHEMA_FILES,
             indexes=(f"{state.mode} eq", f"{state.state} eq"))
         servers.append(server)
@@ -344,15 +419,17 @@ def directory_for() -> Iterator[Callable[[ServiceSpec], Slapd]]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_render_previews_a_sample_entry_in_every_mode(
-        kind: str, tmp_path: Path, directory_for: Callable[[ServiceSpec], Slapd]) -> None:
-    server = directory_for(Loaded(kind, tmp_path / "offline").spec)
+        kind: str, tmp_path: Path, directory_for: Callable[[Loaded], Slapd]) -> None:
+    server = directory_for(Loaded(kind, tmp_path / "offline"))
     loaded = Loaded(kind, tmp_path, uri=server.uri, bind_dn=server.root_dn,
                     password=server.root_password)
     spec = loaded.spec
     ldap = ldap3.Server(server.uri, get_info=ldap3.SCHEMA)
     conn = ldap3.Connection(ldap, server.root_dn, server.root_password, auto_bind=True,
                             raise_exceptions=False)
-    dn, classes, attributes = sample_entry(spec, Schema(ldap))
+    schema = Schema(ldap)
+    refs, parent = add_referenced(loaded, spec, schema, conn)
+    dn, classes, attributes = sample_entry(spec, schema, refs=refs, parent=parent)
     assert conn.add(dn, classes, attributes), (kind, conn.result, classes, attributes)
     values = {v.name: as_text(v.type.parse(attributes[v.attribute])) for v in spec.values
               if v.attribute in attributes}  # as the preview shows them
@@ -369,6 +446,8 @@ def test_render_previews_a_sample_entry_in_every_mode(
         for shown, step in zip(preview["steps"], steps, strict=True):
             assert shown["error"] is None and shown["summary"], (kind, mode, shown)
             assert shown["code"] == step.code
+            if shown.get("skipped"):  # its `when:` is false for the sample
+                continue
             if shown["path"] is not None:
                 assert Path(shown["path"]).is_relative_to(loaded.site), (kind, mode, shown)
             if isinstance(step.action, RenderAction):  # nothing on disk: all of it is new
