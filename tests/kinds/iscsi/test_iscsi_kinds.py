@@ -188,7 +188,9 @@ def test_a_hundred_targets_with_two_luns_each_at_once(
         applies = site.applies()
         print(f"500 entries (100 targets, 200 LUNs, 200 disks) in {elapsed:.1f}s, "
               f"{applies} applies")
-        assert applies <= 12, applies  # a handful of applies, not 300
+        # A handful of applies, not 300: the engine renders once for every job parked at
+        # the file (at most 2 s after the first); 12 on a quiet machine, about 20 at load 9.
+        assert applies <= 30, applies
         assert tgtd.size(ALLOWED, f"{IQN}:t099", 2) == 1 << 20
 
 

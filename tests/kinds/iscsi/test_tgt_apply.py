@@ -226,3 +226,41 @@ def test_sessions_lists_who_is_logged_in(tgtd: Tgtd, tmp_path: Path) -> None:
     finally:
         perf.kill()
         perf.wait()
+
+
+def open_session(tgtd: Tgtd, iqn: str, chap: tuple[str, str] | None = None
+                 ) -> subprocess.Popen[bytes]:
+    """iscsi-perf keeps a session (and reconnects if it is dropped) while it runs."""
+    env = {"LIBISCSI_CHAP_USERNAME": chap[0], "LIBISCSI_CHAP_PASSWORD": chap[1]} if chap else {}
+    perf = subprocess.Popen(["/usr/bin/iscsi-perf", "-i", ALLOWED,
+                             f"iscsi://{tgtd.portal}/{iqn}/1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while f"Initiator: {ALLOWED}" not in tgtd.show():
+        assert time.monotonic() < deadline, "no session"
+        time.sleep(0.05)
+    return perf
+
+
+@pytest.mark.parametrize("change", ["initiator removed", "secret changed"])
+def test_a_session_the_new_acl_or_secret_would_refuse_is_closed(tgtd: Tgtd, tmp_path: Path,
+                                                                 change: str) -> None:
+    disk = backing(tmp_path, "repo01")
+    config = tmp_path / "targets.conf"
+    iqn = f"{IQN}:backup01"
+    assert apply(tgtd, config, target_block("backup01", chap=("bsd01", SECRET),
+                                            luns={1: disk})).returncode == 0
+    perf = open_session(tgtd, iqn, chap=("bsd01", SECRET))
+    try:
+        if change == "initiator removed":
+            block = target_block("backup01", initiators=(OTHER,), chap=("bsd01", SECRET),
+                                 luns={1: disk})
+        else:
+            block = target_block("backup01", chap=("bsd01", NEW_SECRET), luns={1: disk})
+        result = apply(tgtd, config, block)
+        assert result.returncode == 0, result.stderr
+        time.sleep(1)  # iscsi-perf tries to log in again: refused now
+        assert f"Initiator: {ALLOWED}" not in tgtd.show()
+    finally:
+        perf.kill()
+        perf.wait()
