@@ -28,6 +28,7 @@ from tests.support import (
     connect,
     read,
     request,
+    run_cli,
     running,
     start_daemon,
     stop_daemon,
@@ -54,7 +55,8 @@ def test_block_volume_add_modify_delete_keep(storage: Slapd, lvm: Lvm, stand_ins
                                              site: Path, tmp_path: Path) -> None:
     conn = connect(storage)
     stand_ins.block(lvm.vg, "repo01")
-    with running(config(tmp_path, storage, lvm, stand_ins, site)):
+    path = config(tmp_path, storage, lvm, stand_ins, site)
+    with running(path):
         dn = add_disk(conn, "repo01", pool=lvm.vg, size="10M")
         entry = outcome(conn, dn, "add")
         assert entry["provisiondMode"] == "added" and entry[RETURN] == "0", entry
@@ -82,6 +84,11 @@ def test_block_volume_add_modify_delete_keep(storage: Slapd, lvm: Lvm, stand_ins
         assert entry["provisiondMode"] == "deleted", entry
     (kept,) = lvm.volumes()
     assert kept.startswith("repo01.deleted-") and len(kept) == len("repo01.deleted-") + 16
+    # `provisiond status` lists the volumes on the host, the kept one included
+    status = run_cli("--config", str(path), "status")
+    section = status.stdout.split("service disk-repository")[1].split("\nservice ")[0]
+    assert (f"live       lvm {lvm.vg}/{kept} {100 * MIB} block {entry['entryUUID']}"
+            in section), status.stdout + status.stderr
 
 
 @pytest.mark.parametrize("fstype", ["xfs", "ext4"])
