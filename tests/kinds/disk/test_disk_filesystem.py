@@ -208,3 +208,35 @@ def test_the_programs_it_needs_are_installed() -> None:
     for name in ("mkfs.ext4", "mkfs.xfs", "resize2fs", "xfs_growfs", "e2label", "xfs_admin",
                  "blkid"):
         assert shutil.which(name, path="/usr/sbin:/sbin"), name
+
+
+def dying(directory: Path, program: str) -> Path:
+    """`program`, then a SIGKILL of the hook that ran it (after the change, before the rest)."""
+    path = directory / f"{Path(program).name}-then-die"
+    path.write_text("#!/usr/bin/env python3\nimport os, signal, subprocess, sys\n"
+                    f"subprocess.call([{program!r}, *sys.argv[1:]])\n"
+                    "os.kill(os.getppid(), signal.SIGKILL)\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("program", ["mount", "umount"])
+def test_a_rerun_after_sigkill_after_mount_or_umount_converges(
+        lvm: Lvm, stand_ins: StandIns, site: Path, tmp_path: Path, program: str) -> None:
+    stand_ins.filesystem(lvm.vg, "r1", 64 * MIB)
+    device, mountpoint, fstab = stand_ins.path(lvm.vg, "r1"), site / "mnt" / "r1", site / "fstab"
+    wrapper = dying(tmp_path, f"/usr/bin/{program}")
+    if program == "mount":
+        killed = ensure(device, mountpoint, "ext4", fstab, f"--mount={wrapper}")
+        assert killed.returncode == -9 and mounted(mountpoint) and not killed.stdout
+        rerun = ensure(device, mountpoint, "ext4", fstab)
+        assert rerun.returncode == 0 and rerun.stdout == f"provisiond-set path={mountpoint}\n"
+        assert mounted(mountpoint) and len(fstab.read_text().splitlines()) == 1
+        return
+    assert ensure(device, mountpoint, "ext4", fstab).returncode == 0
+    killed = subprocess.run([sys.executable, str(HOOK), "unmount", str(mountpoint),
+                             f"--fstab={fstab}", f"--umount={wrapper}"], capture_output=True,
+                            text=True, check=False, timeout=60)
+    assert killed.returncode == -9 and not mounted(mountpoint) and fstab.read_text()
+    rerun = unmount(mountpoint, fstab)
+    assert rerun.returncode == 0 and fstab.read_text() == "" and not mountpoint.exists()
