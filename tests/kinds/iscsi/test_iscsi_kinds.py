@@ -154,6 +154,20 @@ def test_a_portal_outside_allowed_portals_fails_the_target(
         assert "192.0.2.10" not in site.config_file.read_text()
 
 
+def test_chap_needs_both_user_and_secret(
+    slapd: Slapd, site: Site, conn: ldap3.Connection, tmp_path: Path
+) -> None:
+    with running(site.config(slapd, tmp_path / "cfg")):
+        half = add_target(conn, "backup01", initiators=(ALLOWED,))
+        added(conn, half)
+        assert conn.modify(half, {"provisiondChapSecret": [(ldap3.MODIFY_REPLACE, [SECRET])]})
+        request(conn, half, "modify")
+        entry = failed(conn, half)
+        assert entry["provisiondReturnValue"] == "31"
+        assert "CHAP needs both" in entry["provisiondMessage"]
+        assert SECRET not in entry["provisiondMessage"]
+
+
 def test_an_invalid_value_fails_with_30_and_reaches_no_file(
     slapd: Slapd, site: Site, conn: ldap3.Connection, tmp_path: Path
 ) -> None:
