@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from provisiond.testing.slapd import Slapd, destroy, start_private_slapd
-from tests.conftest import require_slapd
+from provisiond.testing.slapd import Slapd
 from tests.kinds.tape.support import OUS, Site
+from tests.support import connect
 
 
 @pytest.fixture
-def tape_slapd() -> Iterator[Slapd]:
-    """A running slapd for dc=example,dc=org with ou=libraries,ou=tape,ou=storage."""
-    require_slapd()
-    directory = Path(tempfile.mkdtemp(prefix="pvd-", dir="/tmp"))  # short: ldapi path limit
-    server = start_private_slapd(directory, extra_ldif=OUS)
-    yield server
-    destroy(server)
+def tape_slapd(slapd: Slapd) -> Slapd:
+    """The shared private slapd with ou=libraries,ou=tape,ou=storage,dc=example,dc=org."""
+    conn = connect(slapd)
+    for entry in OUS.strip().split("\n\n"):
+        dn = entry.splitlines()[0].removeprefix("dn: ")
+        assert conn.add(dn, ["organizationalUnit"], {"ou": dn.split(",")[0][3:]}), conn.result
+    conn.unbind()
+    return slapd
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import ldap3
 import psutil
@@ -61,6 +64,19 @@ def config(tmp_path: Path, slapd: Slapd, site: Site, **services: dict[str, objec
     return write_config(tmp_path / "cfg", slapd, site.services(**services))
 
 
+@contextmanager
+def one_library(tmp_path: Path, slapd: Slapd, site: Site, slots: list[str],
+                loaded: list[str] | None = None, **state: Any,
+                ) -> Iterator[tuple[ldap3.Connection, str, Path]]:
+    """The engine running with library lib1 (its add done) on a fake changer."""
+    changer = site.changer("changer1", library_state(slots, loaded, **state))
+    conn = connect(slapd)
+    with running(config(tmp_path, slapd, site)):
+        library = add_library(conn, "lib1", changer, drives(site))
+        wait_added(conn, library)
+        yield conn, library, changer
+
+
 def library_status(conn: ldap3.Connection, dn: str) -> tuple[list[str], list[str]]:
     return (values_of(conn, dn, "provisiondSlotStatus"),
             values_of(conn, dn, "provisiondDriveStatus"))
@@ -102,11 +118,8 @@ def test_a_library_add_writes_its_inventory_back_modify_reads_it_again_delete_dr
 
 def test_load_transfer_unload_report_to_the_library_and_say_what_moved(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
-    changer = site.changer("changer1", library_state(["A00001L8", "A00002L8", "", ""]))
-    conn = connect(tape_slapd)
-    with running(config(tmp_path, tape_slapd, site)):
-        library = add_library(conn, "lib1", changer, drives(site))
-        wait_added(conn, library)
+    with one_library(tmp_path, tape_slapd, site, ["A00001L8", "A00002L8", "", ""]) as (
+            conn, library, changer):
         load = wait_added(conn, add_operation(conn, library, "op1", "load", slot="1", drive="0"))
         assert load[MESSAGE] == "loaded slot 1 (A00001L8) into drive 0"
         assert library_status(conn, library) == (
@@ -129,11 +142,8 @@ def test_load_transfer_unload_report_to_the_library_and_say_what_moved(
 
 def test_a_failed_load_still_refreshes_the_library(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
-    changer = site.changer("changer1", library_state(["A00001L8", "", "", ""]))
-    conn = connect(tape_slapd)
-    with running(config(tmp_path, tape_slapd, site)):
-        library = add_library(conn, "lib1", changer, drives(site))
-        wait_added(conn, library)
+    with one_library(tmp_path, tape_slapd, site, ["A00001L8", "", "", ""]) as (
+            conn, library, changer):
         # a tape put into slot 3 by hand; the changer then fails every move
         state = state_of(changer)
         state["slots"][2] = {"full": True, "tag": "C00003L8"}
@@ -150,11 +160,8 @@ def test_a_failed_load_still_refreshes_the_library(
 
 def test_a_refused_request_moves_nothing_and_still_refreshes_the_library(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
-    changer = site.changer("changer1", library_state(["A00001L8", "A00002L8"], ["2:B", ""]))
-    conn = connect(tape_slapd)
-    with running(config(tmp_path, tape_slapd, site)):
-        library = add_library(conn, "lib1", changer, drives(site))
-        wait_added(conn, library)
+    with one_library(tmp_path, tape_slapd, site, ["A00001L8", "A00002L8"], ["2:B", ""]) as (
+            conn, library, changer):
         set_state(changer, drives=[{"full": True, "source": 2, "tag": "A00002L8"},
                                    {"full": False}])
         cases = {  # request -> what the message says
@@ -178,12 +185,8 @@ def test_20_operations_on_one_library_run_one_at_a_time(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
     """20 transfers submitted at once (each succeeds in any order): the fake's timestamps
     show no two mtx calls of the library at the same time."""
-    changer = site.changer("changer1", library_state(
-        [f"A{i:05d}L8" for i in range(1, 21)] + [""] * 20, delay=0.05))
-    conn = connect(tape_slapd)
-    with running(config(tmp_path, tape_slapd, site)):
-        library = add_library(conn, "lib1", changer, drives(site))
-        wait_added(conn, library)
+    slots = [f"A{i:05d}L8" for i in range(1, 21)] + [""] * 20
+    with one_library(tmp_path, tape_slapd, site, slots, delay=0.05) as (conn, library, changer):
         dns = [add_operation(conn, library, f"op{i:02d}", "transfer", slot=str(i),
                              target=str(20 + i)) for i in range(1, 21)]
         for dn in dns:
@@ -201,12 +204,8 @@ def test_operations_on_one_library_run_in_order_of_arrival(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
     """Each load is followed by the unload of that drive: only the order of arrival makes
     all 20 succeed as asked."""
-    changer = site.changer("changer1", library_state([f"A{i:05d}L8" for i in range(1, 11)],
-                                                     delay=0.05))
-    conn = connect(tape_slapd)
-    with running(config(tmp_path, tape_slapd, site)):
-        library = add_library(conn, "lib1", changer, drives(site))
-        wait_added(conn, library)
+    slots = [f"A{i:05d}L8" for i in range(1, 11)]
+    with one_library(tmp_path, tape_slapd, site, slots, delay=0.05) as (conn, library, changer):
         dns = []
         for i in range(20):
             slot = str(i // 2 + 1)
