@@ -183,8 +183,9 @@ def test_a_refused_request_moves_nothing_and_still_refreshes_the_library(
 @pytest.mark.slow
 def test_20_operations_on_one_library_run_one_at_a_time(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
-    """20 transfers submitted at once (each succeeds in any order): the fake's timestamps
-    show no two mtx calls of the library at the same time."""
+    """20 transfers submitted at once (each succeeds in any order): the fake's log shows
+    each operation's mtx calls (its check's status; status, transfer, status) together,
+    never mixed with another's."""
     slots = [f"A{i:05d}L8" for i in range(1, 21)] + [""] * 20
     with one_library(tmp_path, tape_slapd, site, slots, delay=0.05) as (conn, library, changer):
         dns = [add_operation(conn, library, f"op{i:02d}", "transfer", slot=str(i),
@@ -192,7 +193,13 @@ def test_20_operations_on_one_library_run_one_at_a_time(
         for dn in dns:
             wait_added(conn, dn, timeout=120)
     assert sorted(moves(changer)) == sorted(f"transfer {i} {20 + i}" for i in range(1, 21))
-    no_two_at_once(changer)
+    no_two_at_once(changer)  # the fake's lock sees to that; whole operations did not mix:
+    every = [c.argv for c in calls(changer)][2:]  # after the library's inventory and status
+    operations = [every[i:i + 4] for i in range(0, len(every), 4)]  # check; status, move, status
+    assert len(operations) == 20, every
+    for one in operations:
+        assert [one[0], one[1], one[2][0], one[3]] == [("status",), ("status",), "transfer",
+                                                       ("status",)], every
 
 
 @pytest.mark.slow
@@ -356,6 +363,7 @@ HOSTILE_LIBRARY = [
     ("cn", "lib 1"),
 ]
 HOSTILE_OPERATION = [
+    ("cn", "op 1"),
     ("provisiondTapeAction", "load;reboot"),
     ("provisiondTapeAction", "exchange"),
     ("provisiondSlot", "-1"),
@@ -385,13 +393,14 @@ def test_a_hostile_value_in_every_attribute_is_refused_with_nothing_moved(
         library = add_library(conn, "lib1", changer, drives(site))
         wait_added(conn, library)
         for i, (attribute, bad) in enumerate(HOSTILE_OPERATION):
-            request_ = {"action": "load", "slot": "1", "drive": "0"}
-            key = {"provisiondTapeAction": "action", "provisiondSlot": "slot",
+            request_ = {"name": f"op{i}", "action": "load", "slot": "1", "drive": "0"}
+            key = {"cn": "name", "provisiondTapeAction": "action", "provisiondSlot": "slot",
                    "provisiondDriveIndex": "drive", "provisiondTargetSlot": "target"}[attribute]
             request_[key] = bad
             if key == "target":
-                request_ = {"action": "transfer", "slot": "1", "target": bad}
-            dn = add_operation(conn, library, f"op{i}", request_.pop("action"), **request_)
+                request_ = {"name": f"op{i}", "action": "transfer", "slot": "1", "target": bad}
+            dn = add_operation(conn, library, request_.pop("name"), request_.pop("action"),
+                               **request_)
             entry = wait_failed(conn, dn)
             assert entry[RETURN] == "40", (attribute, bad, entry)
     assert moves(changer) == []
