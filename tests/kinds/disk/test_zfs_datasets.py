@@ -264,4 +264,4 @@ def test_a_kill_after_any_zfs_command_then_a_rerun_converges(zpool: Pool, tmp_pa
         assert rerun.returncode == 0, (cut, rerun.stderr)
         assert (zpool.children(), state_of(zpool, leaves, PROPS), outputs(rerun)) == expected, cut
         cut += 1
-    assert cut > 3  # each scenario runs several zfs commands
+    assert cut >= 3  # each scenario runs at least a read and a change (busy retries add some)
