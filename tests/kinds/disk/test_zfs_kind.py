@@ -18,6 +18,7 @@ from tests.kinds.disk.zfs_fuse import ZFS, Pool, install_fake, prop, zfs, zpool
 from tests.support import (
     connect,
     request,
+    run_cli,
     running,
     start_daemon,
     stop_daemon,
@@ -47,7 +48,8 @@ def test_dataset_add_modify_delete_keep(storage: Slapd, zpool: Pool, tmp_path: P
     conn = connect(storage)
     mount = zpool.mount_root / "files1"
     dataset = zpool.dataset("files1")
-    with running(dataset_config(tmp_path, storage, zpool)):
+    path = dataset_config(tmp_path, storage, zpool)
+    with running(path):
         dn = add_disk(conn, "files1", pool=zpool.name, size="8M", volume_type="filesystem",
                       backend="zfs")
         entry = outcome(conn, dn, "add")
@@ -82,6 +84,11 @@ def test_dataset_add_modify_delete_keep(storage: Slapd, zpool: Pool, tmp_path: P
     assert kept.startswith("files1.deleted-") and len(kept) == len("files1.deleted-") + 16
     assert prop(zpool.dataset(kept), "mounted") == "no"
     assert not mount.exists()
+    # `provisiond status` lists the pool's volumes (disk-pool runs disk-zfs list), kept ones too
+    status = run_cli("--config", str(path), "status")
+    section = status.stdout.split("service disk-repository")[1].split("\nservice ")[0]
+    assert (f"zfs {zpool.name}/{kept} {32 * MIB} filesystem {entry['entryUUID']}"
+            in section), status.stdout + status.stderr
 
 
 def test_dataset_allow_shrink_and_destroy(storage: Slapd, zpool: Pool, tmp_path: Path) -> None:
