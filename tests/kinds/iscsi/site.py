@@ -76,7 +76,8 @@ class Site:
         return {"base": TARGETS, "allowed_portals": ["127.0.0.1"],
                 "state_dir": str(self.root / "state-iscsi"), "tgt_dir": str(self.tgt_dir),
                 "tgtadm": str(self.bin / "tgtadm"), "tgt_socket": self.tgtd.socket,
-                "scst_config": str(self.root / "scst.conf"), **overrides}
+                "scst_dir": str(self.root / "scst"),
+                "scst_config": str(self.root / "scst" / "scst.conf"), **overrides}
 
     def services(self, disk_delay: float = 0.0, **overrides: Any) -> dict[str, Any]:
         vars_ = self.vars(**overrides)
