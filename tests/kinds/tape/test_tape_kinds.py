@@ -265,7 +265,7 @@ def test_an_operation_waits_while_bacula_sd_is_in_use(
         server.listen()
         port = server.getsockname()[1]
         path = write_config(tmp_path / "cfg", tape_slapd, site.services(
-            library={"sd_port": port}, operation={"sd_port": port}),
+            library={"sd_port": port}),
             retry={"limit": 100, "initial": 0.2, "maximum": 0.5})
         with running(path):
             library = add_library(conn, "lib1", changer, drives(site))

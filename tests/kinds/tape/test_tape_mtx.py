@@ -337,6 +337,7 @@ def test_bacula_sd_in_use_means_wait(tmp_path: Path) -> None:
         port = server.getsockname()[1]
         args = ("sd-check", "--ss=/usr/bin/ss", f"--port={port}", "--library=lib1")
         assert hook(*args).returncode == 0  # listening, nobody connected: free
+        assert hook("sd-check", "--port=0").returncode == 0  # no bacula-sd here
         with socket.create_connection(("127.0.0.1", port)):
             accepted, _ = server.accept()
             busy = hook(*args)
