@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import logging.handlers
+import os
 import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +57,16 @@ FACILITIES: Mapping[str, int] = MappingProxyType(
 )
 
 
+def _lighter_records() -> None:
+    """No LogRecord looks up its caller's frame, thread, process or multiprocessing name: no
+    formatter here prints them (the syslog line's pid is read when it is formatted), and the
+    daemon makes several records per entry (the logging HOWTO's "Optimization" switches)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 class SyslogFormatter(logging.Formatter):
     """`tag[pid]: message`, the classic syslog form. A record without exception or stack text
     (nearly all) is put together directly, without Formatter's pass over the record's dict
@@ -67,9 +78,10 @@ class SyslogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if record.exc_info or record.exc_text or record.stack_info:
+            record.process = os.getpid()
             return super().format(record)
         record.message = record.getMessage()
-        return f"{self.tag}[{record.process}]: {record.message}"
+        return f"{self.tag}[{os.getpid()}]: {record.message}"  # records carry no pid (below)
 
 
 class StderrFormatter(logging.Formatter):
@@ -220,6 +232,7 @@ def setup_logging(
         stderr.setFormatter(StderrFormatter())
         handlers.append(stderr)
 
+    _lighter_records()
     redactor = Redactor(secrets)
     logger = logging.getLogger(LOGGER_NAME)
     for old in list(logger.handlers):
