@@ -3,7 +3,6 @@ the shipped kinds, templates and hook, a REAL private tgtd, and the REAL libiscs
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +65,18 @@ def deactivate_and_delete(conn: ldap3.Connection, dn: str) -> None:
     request(conn, dn, "delete", provisiondIsActive="FALSE")
 
 
+def backup01(conn: ldap3.Connection, chap: tuple[str, str] | None = None
+             ) -> tuple[str, str, str]:
+    """Disk repo01, target backup01 admitting ALLOWED (with `chap`), its LUN 1 on repo01:
+    their DNs once all three are added."""
+    disk = add_disk(conn, "repo01")
+    target = add_target(conn, "backup01", initiators=(ALLOWED,), chap=chap)
+    lun = add_lun(conn, "backup01", "lun1", 1, disk)
+    for dn in (disk, target, lun):
+        added(conn, dn)
+    return disk, target, lun
+
+
 def test_a_lun_in_the_same_burst_as_its_disk_waits_then_an_initiator_reads_it(
     slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path
 ) -> None:
@@ -97,11 +108,7 @@ def test_chap_secret_modified_the_old_one_is_refused(
     slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path
 ) -> None:
     with running(site.config(slapd, tmp_path / "cfg")):
-        disk = add_disk(conn, "repo01")
-        target = add_target(conn, "backup01", initiators=(ALLOWED,), chap=("bsd01", SECRET))
-        lun = add_lun(conn, "backup01", "lun1", 1, disk)
-        for dn in (disk, target, lun):
-            added(conn, dn)
+        disk, target, lun = backup01(conn, chap=("bsd01", SECRET))
         iqn = f"{IQN}:backup01"
         assert tgtd.login(ALLOWED, iqn, 1, chap=("bsd01", "wrong-secret-1")).returncode == 10
         assert tgtd.login(ALLOWED, iqn, 1, chap=("bsd01", SECRET)).returncode == 0
@@ -118,11 +125,7 @@ def test_a_target_with_luns_cannot_be_deleted_until_they_are(
     slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path
 ) -> None:
     with running(site.config(slapd, tmp_path / "cfg")):
-        disk = add_disk(conn, "repo01")
-        target = add_target(conn, "backup01", initiators=(ALLOWED,))
-        lun = add_lun(conn, "backup01", "lun1", 1, disk)
-        for dn in (disk, target, lun):
-            added(conn, dn)
+        disk, target, lun = backup01(conn)
         deactivate_and_delete(conn, target)
         refused = failed(conn, target)
         assert refused["provisiondReturnValue"] == "34"
@@ -213,19 +216,10 @@ def test_status_shows_each_targets_sessions_and_never_the_secret(
 ) -> None:
     config = site.config(slapd, tmp_path / "cfg")
     with running(config):
-        disk = add_disk(conn, "repo01")
-        target = add_target(conn, "backup01", initiators=(ALLOWED,), chap=("bsd01", SECRET))
-        lun = add_lun(conn, "backup01", "lun1", 1, disk)
-        for dn in (disk, target, lun):
-            added(conn, dn)
+        disk, target, lun = backup01(conn, chap=("bsd01", SECRET))
     iqn = f"{IQN}:backup01"
-    # iscsi-perf keeps a session open while it runs (CHAP from its environment).
-    perf = subprocess.Popen(["/usr/bin/iscsi-perf", "-i", ALLOWED, f"iscsi://{tgtd.portal}/{iqn}/1"],
-                            env={"LIBISCSI_CHAP_USERNAME": "bsd01",
-                                 "LIBISCSI_CHAP_PASSWORD": SECRET},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    perf = tgtd.open_session(ALLOWED, iqn, chap=("bsd01", SECRET))
     try:
-        wait_for(lambda: ALLOWED in tgtd.show(), 10, "a session")
         result = run_cli("--config", str(config), "status")
     finally:
         perf.kill()

@@ -211,35 +211,14 @@ def test_sessions_lists_who_is_logged_in(tgtd: Tgtd, tmp_path: Path) -> None:
     disk = backing(tmp_path, "repo01")
     assert apply(tgtd, tmp_path / "targets.conf",
                  target_block("backup01", luns={1: disk})).returncode == 0
-    # iscsi-perf keeps a session open while it runs.
-    perf = subprocess.Popen(["/usr/bin/iscsi-perf", "-i", ALLOWED,
-                             f"iscsi://{tgtd.portal}/{IQN}:backup01/1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    perf = tgtd.open_session(ALLOWED, f"{IQN}:backup01")
     try:
-        def listed() -> str:
-            return subprocess.run([str(HOOK), "sessions", "tgt", TGTADM, tgtd.socket],
-                                  capture_output=True, text=True, check=True).stdout
-        deadline = time.monotonic() + 10
-        while ALLOWED not in listed() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert f"{IQN}:backup01: session from {ALLOWED} at 127.0.0.1" in listed()
+        listed = subprocess.run([str(HOOK), "sessions", "tgt", TGTADM, tgtd.socket],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"{IQN}:backup01: session from {ALLOWED} at 127.0.0.1" in listed
     finally:
         perf.kill()
         perf.wait()
-
-
-def open_session(tgtd: Tgtd, iqn: str, chap: tuple[str, str] | None = None
-                 ) -> subprocess.Popen[bytes]:
-    """iscsi-perf keeps a session (and reconnects if it is dropped) while it runs."""
-    env = {"LIBISCSI_CHAP_USERNAME": chap[0], "LIBISCSI_CHAP_PASSWORD": chap[1]} if chap else {}
-    perf = subprocess.Popen(["/usr/bin/iscsi-perf", "-i", ALLOWED,
-                             f"iscsi://{tgtd.portal}/{iqn}/1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while f"Initiator: {ALLOWED}" not in tgtd.show():
-        assert time.monotonic() < deadline, "no session"
-        time.sleep(0.05)
-    return perf
 
 
 @pytest.mark.parametrize("change", ["initiator removed", "secret changed"])
@@ -250,7 +229,7 @@ def test_a_session_the_new_acl_or_secret_would_refuse_is_closed(tgtd: Tgtd, tmp_
     iqn = f"{IQN}:backup01"
     assert apply(tgtd, config, target_block("backup01", chap=("bsd01", SECRET),
                                             luns={1: disk})).returncode == 0
-    perf = open_session(tgtd, iqn, chap=("bsd01", SECRET))
+    perf = tgtd.open_session(ALLOWED, iqn, chap=("bsd01", SECRET))
     try:
         if change == "initiator removed":
             block = target_block("backup01", initiators=(OTHER,), chap=("bsd01", SECRET),

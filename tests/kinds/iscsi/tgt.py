@@ -22,10 +22,12 @@ TGTADM = "/usr/sbin/tgtadm"
 ISCSI_LS = "/usr/bin/iscsi-ls"
 ISCSI_INQ = "/usr/bin/iscsi-inq"
 READCAPACITY = "/usr/bin/iscsi-readcapacity16"
+ISCSI_PERF = "/usr/bin/iscsi-perf"
 
 
 def tgt_available() -> bool:
-    return all(os.access(p, os.X_OK) for p in (TGTD, TGTADM, ISCSI_LS, ISCSI_INQ, READCAPACITY))
+    return all(os.access(p, os.X_OK) for p in (TGTD, TGTADM, ISCSI_LS, ISCSI_INQ, READCAPACITY,
+                                                ISCSI_PERF))
 
 
 def free_port() -> int:
@@ -109,6 +111,23 @@ class Tgtd:
             if line.startswith("Total size:"):
                 return int(line.split(":")[1])
         return None
+
+    def open_session(self, initiator: str, iqn: str, lun: int = 1,
+                     chap: tuple[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """iscsi-perf: a session kept open (and logged in again if dropped) while it runs;
+        returned once tgtd shows it. The caller kills it."""
+        env = {"LIBISCSI_CHAP_USERNAME": chap[0], "LIBISCSI_CHAP_PASSWORD": chap[1]} \
+            if chap else {}
+        perf = subprocess.Popen([ISCSI_PERF, "-i", initiator, f"iscsi://{self.portal}/{iqn}/{lun}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while f"Initiator: {initiator}" not in self.show():
+            if time.monotonic() > deadline or perf.poll() is not None:
+                perf.kill()
+                perf.wait()
+                raise AssertionError(f"{initiator} has no session to {iqn}")
+            time.sleep(0.05)
+        return perf
 
     def login(self, initiator: str, iqn: str, lun: int = 0,
               chap: tuple[str, str] | None = None) -> subprocess.CompletedProcess[str]:
