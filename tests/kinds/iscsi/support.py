@@ -13,6 +13,7 @@ from tests.kinds.iscsi.tgt import TGTADM, Tgtd
 
 REPO = Path(__file__).resolve().parents[3]
 HOOK = REPO / "scripts" / "iscsi-tgt-apply"
+CHECK_DEVICE = REPO / "scripts" / "iscsi-tgt-check-device"
 IQN = "iqn.2026-12.org.example"
 ALLOWED = f"{IQN}:bsd01"
 OTHER = f"{IQN}:intruder"

@@ -157,6 +157,23 @@ def test_a_portal_outside_allowed_portals_fails_the_target(
         assert "192.0.2.10" not in site.config_file.read_text()
 
 
+def test_a_lun_whose_disk_device_is_missing_fails_with_33_and_stays_out_of_the_file(
+    slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path
+) -> None:
+    with running(site.config(slapd, tmp_path / "cfg")):
+        disk = add_disk(conn, "repo01")
+        target = add_target(conn, "backup01", initiators=(ALLOWED,))
+        for dn in (disk, target):
+            added(conn, dn)
+        (site.disks / "repo01.img").unlink()  # the device went away
+        lun = add_lun(conn, "backup01", "lun1", 1, disk)
+        entry = failed(conn, lun)
+        assert entry["provisiondReturnValue"] == "33"
+        assert "repo01.img does not exist" in entry["provisiondMessage"]
+        assert "lun 1" not in site.config_file.read_text()
+        assert "Lun:1" not in tgtd.discover(ALLOWED)
+
+
 def test_chap_needs_both_user_and_secret(
     slapd: Slapd, site: Site, conn: ldap3.Connection, tmp_path: Path
 ) -> None:

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.kinds.iscsi.support import ALLOWED, HOOK, IQN, OTHER, apply, backing, target_block
+from tests.kinds.iscsi.support import (
+    ALLOWED,
+    CHECK_DEVICE,
+    HOOK,
+    IQN,
+    OTHER,
+    apply,
+    backing,
+    target_block,
+)
 from tests.kinds.iscsi.tgt import TGTADM, Tgtd
 
 SECRET = "s3cret-Secret1"  # 14 characters
@@ -243,3 +252,24 @@ def test_a_session_the_new_acl_or_secret_would_refuse_is_closed(tgtd: Tgtd, tmp_
     finally:
         perf.kill()
         perf.wait()
+
+
+@pytest.mark.parametrize("device, message", [
+    ("", "has no device (provisiondDevicePath unset"),
+    ("relative.img", "is not an absolute path"),
+    ("/nonexistent/repo.img", "does not exist"),
+    ("/tmp", "is neither a block device nor a file"),
+])
+def test_check_device_refuses_what_tgt_could_not_serve(device: str, message: str) -> None:
+    result = subprocess.run([str(CHECK_DEVICE), device, "cn=repo01,ou=disks"],
+                            capture_output=True, text=True, check=False, env={"PATH": "/bin"})
+    assert result.returncode == 65
+    assert message in result.stderr and "cn=repo01,ou=disks" in result.stderr
+
+
+def test_check_device_accepts_a_file_or_a_block_device(tmp_path: Path) -> None:
+    for device in (backing(tmp_path, "repo01"), Path("/dev/loop0")):
+        if device.exists():
+            result = subprocess.run([str(CHECK_DEVICE), str(device), "cn=repo01"],
+                                    capture_output=True, text=True, check=False)
+            assert result.returncode == 0, result.stderr
