@@ -152,9 +152,11 @@ class Site:
             "bacula_director_name": "test-dir",
             "bacula_director_password_file": str(self.password_file),
             "bacula_changer_command": "/etc/bacula/scripts/mtx-changer %c %o %S %a %d",
+            "bacula_tape_always_open": True,
             "bacula_file_devices": 2,
             "bacula_systemctl": "/usr/bin/systemctl",
             "bacula_sd_unit": "bacula-sd.service",
+            "bacula_sd_restart_wait": 120,
             **overrides,
         }
 

@@ -87,6 +87,18 @@ def test_generated_configurations_pass_the_real_bacula_sd_test(
     assert PASSWORD not in text and not re.search(r"^\s*Password\s*=", text, re.M)
 
 
+def test_a_file_of_no_entries_has_a_placeholder_device_bacula_accepts(tmp_path: Path) -> None:
+    """bacula-sd needs a Device: without one the last library could never be deleted."""
+    require_bacula_sd()
+    site = Site(tmp_path / "site").create()
+    vars_ = site.vars()
+    text = render(vars_, disks=[site.disk("repo1", vars_, flagged=False)])
+    assert re.findall(r'^  Name = "(.*)"$', text, re.M) == [
+        "test-sd", "test-dir", "Standard", "provisiond:none"]
+    result = run_check(written(site, text), site.password_file)
+    assert result.returncode == 0, result.stdout
+
+
 def bsdjson(config: Path) -> list[dict[str, Any]]:
     """The configuration as Bacula's own parser reads it."""
     output = subprocess.run([str(BACULA_SD).replace("bacula-sd", "bsdjson"), "-c", str(config)],
