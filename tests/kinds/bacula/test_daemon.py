@@ -84,7 +84,8 @@ def host(tmp_path: Path, storage_slapd: Slapd) -> Iterator[Host]:
     site.config.write_text(render(first))
     supervisor = Supervisor(site.config, tmp_path / "systemd.sock").start()
     services = {
-        "tape-library": with_bacula("tape-library", only_bacula=True, **sd_vars),
+        "tape-library": with_bacula("tape-library", only_bacula=True,
+                                    device_prefixes=[f"{site.base}/dev/"], **sd_vars),
         "disk-repository": with_bacula("disk-repository", only_bacula=True,
                                        mount_root=str(site.base / "disks"), **sd_vars),
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,22 @@ def test_the_notes_injection_passes_bacula_sd_t_but_not_the_check(tmp_path: Path
     result = run_check(config, site.password_file)
     assert result.returncode == 65
     assert "Device 'evil': Device Type File or Tape" in result.stdout
+
+
+@pytest.mark.parametrize(("drives", "why"), [
+    (["0 {dev}/nst-a", "0 {dev}/nst-b"], "drive index 0 given twice"),
+    (["0 /srv/nst-a"], "a device outside device_prefixes"),
+])
+def test_a_library_its_kind_refuses_is_left_out(
+        tmp_path: Path, drives: list[str], why: str) -> None:
+    """A library whose check fails (40) may still be listed (a failed modify keeps it alive):
+    left out with a comment, it cannot make the file fail for every other entry."""
+    site = Site(tmp_path / "site").create()
+    vars_ = site.vars(device_prefixes=[f"{site.base}/dev/", "/dev/nst"])
+    good = site.library("good", 1, vars_)
+    bad = site.library("bad", 1, vars_)
+    bad = replace(bad, values={**bad.values,
+                               "drives": [d.format(dev=site.base / "dev") for d in drives]})
+    text = render(vars_, [bad, good])
+    assert f'# Tape library "bad" left out: {why} (its entry failed with 40)' in text
+    assert '"bad:drive-0"' not in text and '"good:drive-0"' in text
