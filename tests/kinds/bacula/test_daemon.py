@@ -20,6 +20,7 @@ import pytest
 from provisiond.testing.slapd import Slapd, destroy, start_private_slapd
 from tests.conftest import require_slapd
 from tests.kinds.bacula.support import (
+    PASSWORD,
     Site,
     Supervisor,
     fake_systemctl,
@@ -28,7 +29,7 @@ from tests.kinds.bacula.support import (
     require_bacula_sd,
     with_bacula,
 )
-from tests.support import connect, read, request, running, wait_for, write_config
+from tests.support import REPO, connect, read, request, run_cli, running, wait_for, write_config
 
 SUFFIX = "dc=example,dc=org"
 LIBRARIES = f"ou=libraries,ou=tape,ou=storage,{SUFFIX}"
@@ -57,6 +58,7 @@ class Host:
     supervisor: Supervisor
     port: int
     config: Path
+    sd_vars: dict[str, Any]
 
     def sd_file(self) -> str:
         return self.site.config.read_text()
@@ -92,7 +94,7 @@ def host(tmp_path: Path, storage_slapd: Slapd) -> Iterator[Host]:
     config = write_config(tmp_path / "cfg", storage_slapd, services,
                           retry={"limit": 40, "initial": 0.2, "maximum": 0.5})
     try:
-        yield Host(site, supervisor, port, config)
+        yield Host(site, supervisor, port, config, sd_vars)
     finally:
         supervisor.stop()
 
@@ -215,3 +217,18 @@ def test_a_file_the_check_refuses_fails_with_50_and_is_not_installed(
     assert f"Archive Device of 'repo5:disk-0': {missing}: No such file or directory" in (
         entry[MESSAGE])
     assert host.sd_file() == before and host.supervisor.restarts == 0
+
+
+def test_render_previews_the_sd_file_and_its_restart_without_the_password(
+        storage_slapd: Slapd, host: Host) -> None:
+    conn = connect(storage_slapd)
+    dn = add_library(conn, host.site, "lib1")
+    result = run_cli("--config", str(host.config), "render", dn)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"{host.site.config} from 0 active entries (sources: tape-library 1, " \
+           "disk-repository 0): would change" in out
+    assert '+  Name = "lib1:drive-1"' in out
+    assert f"then runs {REPO}/scripts/bacula-sd-apply --port={host.port}" in out
+    assert PASSWORD not in out and "Secret42" not in out + result.stderr
+    assert host.sd_file() == render(host.site.vars(**host.sd_vars)) and host.supervisor.restarts == 0
