@@ -9,6 +9,7 @@ import copy
 import importlib.machinery
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -210,6 +211,8 @@ class Supervisor:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.fail_next = False
+        self._lock = threading.Lock()  # a restart and the test's stop never interleave
+        self._stopped = False
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(socket_path))
         self._server.listen(4)
@@ -231,8 +234,12 @@ class Supervisor:
                                         stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _stop_sd(self) -> None:
-        if self.process is not None:
-            stop_daemon(self.process, timeout=10)  # bacula-sd exits on SIGTERM
+        if self.process is None:
+            return
+        try:
+            stop_daemon(self.process, timeout=10)  # bacula-sd exits on SIGTERM...
+        except subprocess.TimeoutExpired:  # ...unless it is stuck opening a drive
+            stop_daemon(self.process, signal.SIGKILL)
 
     def _serve(self) -> None:
         while True:
@@ -247,16 +254,22 @@ class Supervisor:
                     connection.sendall(b"Job for bacula-sd.service failed.\n")
                     continue
                 if request.startswith("restart "):
-                    self._stop_sd()
-                    self._launch()
-                    self.restarts += 1
+                    with self._lock:
+                        if self._stopped:
+                            connection.sendall(b"the test is over\n")
+                            continue
+                        self._stop_sd()
+                        self._launch()
+                        self.restarts += 1
                     connection.sendall(b"ok\n")
                 else:
                     connection.sendall(b"unknown request\n")
 
     def stop(self) -> None:
-        self._server.close()
-        self._stop_sd()
+        with self._lock:
+            self._stopped = True
+            self._server.close()
+            self._stop_sd()
 
 
 def fake_systemctl(directory: Path, socket_path: Path) -> Path:
