@@ -55,6 +55,14 @@ def test_an_escaped_hash_is_literal_and_backslashes_go() -> None:
     assert read("filename /a\\ b\n") == {"filename": {"/a": {"b": {}}}}
 
 
+def test_lines_end_at_newlines_only() -> None:
+    """Perl's <$io> splits at "\\n" only: a comment runs across \\r, \\v, \\f and \\x85 (a
+    difference found by comparing with scstadmin's own subroutines on random input)."""
+    assert read("a#x\ry {\n}\nz 1\n") == {}
+    assert read("k v#\x0b{\nw 1\n") == {"k": {}, "w": {"1": {}}}
+    assert read("a 1\x85b 2\n") == {"a": {"1\x85b": {"2": {}}}}  # \\x85 is no blank to Perl
+
+
 def test_only_three_tokens_are_kept() -> None:
     assert read("LUN 1 repo01 read_only 1\n") == {"LUN": {"1": {"repo01": {}}}}
     assert read('IncomingUser "u s" extra more\n') == {"IncomingUser": {"u s": {"extra": {}}}}
