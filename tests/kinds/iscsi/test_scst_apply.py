@@ -205,3 +205,23 @@ def test_scstadmin_output_loses_the_secrets(tmp_path: Path, fake: FakeScst) -> N
     shown = "\n".join(load_script("iscsi-scst-apply").masked(raw.splitlines(), []))
     assert SECRET not in shown and NEW_SECRET not in shown
     assert "Removing dynamic attribute 'IncomingUser' with value '***'" in shown
+
+
+def test_a_run_cut_short_is_finished_by_the_next(tmp_path: Path, fake: FakeScst) -> None:
+    """What a run killed half-way leaves (a device opened, the target made without its group,
+    an old secret, a stale device): the next run converges, since it works from what SCST
+    holds, not from what it did before."""
+    paths = devices(tmp_path, "repo01", "repo02", "old")
+    fake.set_state({"handlers": ["vdisk_blockio", "vdisk_fileio"],
+                    "devices": {"repo01": {"handler": "vdisk_blockio",
+                                           "filename": paths["repo01"]},
+                                "old": {"handler": "vdisk_blockio", "filename": paths["old"]}},
+                    "drivers": {"iscsi": {"enabled": 0, "targets": {IQN: {
+                        "enabled": 0, "luns": {}, "groups": {},
+                        "attributes": {"IncomingUser": ["bsd01 0ld.Secret-123"]}}}}}})
+    done = apply(fake, conf(tmp_path, one_target(paths)))
+    assert done.returncode == 0, done.stderr
+    assert "0ld.Secret-123" not in done.stdout + done.stderr
+    live = fake.targets()[IQN]
+    assert live["attributes"]["IncomingUser"] == [f"bsd01 {SECRET}"] and live["enabled"] == 1
+    assert sorted(fake.state()["devices"]) == ["repo01", "repo02"]
