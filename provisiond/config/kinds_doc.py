@@ -93,10 +93,10 @@ def _vars(data: Mapping[str, Any], where: Where) -> list[str]:
     return _table(("var", "type", "default", "description"), rows) if rows else ["None."]
 
 
-def _values(data: Mapping[str, Any]) -> list[str]:
+def _values(data: Mapping[str, Any], output: bool = False) -> list[str]:
     rows = []
     for name, declaration in data.items():
-        spec = ValueSpec.from_mapping(str(name), declaration)
+        spec = ValueSpec.from_mapping(str(name), declaration, output=output)
         missing = ("required" if spec.required
                    else f"default {_code(spec.default)}" if spec.default not in (None, [])
                    else "optional")
@@ -141,7 +141,7 @@ def kind_section(name: str, directory: Path) -> list[str]:
     lines += ["### Vars", "", *_vars(data.get("vars") or {}, where), ""]
     lines += ["### Values", "", *_values(data.get("values") or {}), ""]
     if data.get("outputs"):
-        lines += ["### Outputs", "", *_values(data["outputs"]), ""]
+        lines += ["### Outputs", "", *_values(data["outputs"], output=True), ""]
     lines += ["### Steps", "", *_steps(data.get("steps") or {}), ""]
     return lines
 
