@@ -150,12 +150,17 @@ def test_the_model_line_is_required_and_checked() -> None:
     text = good()
     with pytest.raises(check.CheckError, match="not the model line"):
         check.check_text(text.split("\n", 1)[1])
-    model = json.loads(text.split("\n", 1)[0][len(check.MODEL_PREFIX):])
-    model["targets"][0]["chap"]["secret"] = "bad#secret{x}"
-    bad = check.MODEL_PREFIX + json.dumps(model) + "\n" + text.split("\n", 1)[1]
-    with pytest.raises(check.CheckError, match="CHAP secret is not of the strict") as caught:
-        check.check_text(bad)
-    assert "bad#secret" not in str(caught.value)
+    first, rest = text.split("\n", 1)
+    assert SECRET not in first  # the model line is shown in `provisiond render` diffs
+    model = json.loads(first[len(check.MODEL_PREFIX):])
+    assert model["targets"][0]["chap"] == {"user": "bsd01", "digest": check.digest(SECRET)}
+    model["targets"][0]["chap"]["user"] = "bad user#"
+    with pytest.raises(check.CheckError, match="CHAP user 'bad user#' is not of the strict"):
+        check.check_text(check.MODEL_PREFIX + json.dumps(model) + "\n" + rest)
+    model["targets"][0]["chap"] = {"user": "bsd01", "digest": check.digest("an0ther.Secret")}
+    with pytest.raises(check.CheckError, match="CHAP account, not shown") as caught:
+        check.check_text(check.MODEL_PREFIX + json.dumps(model) + "\n" + rest)
+    assert SECRET not in str(caught.value)
 
 
 @pytest.mark.parametrize("field, value, message", [
