@@ -84,6 +84,15 @@ def test_a_value_outside_its_strict_set_fails_the_render(where: str, value: obje
     assert SECRET not in str(caught.value) and "secret#" not in str(caught.value)
 
 
+def test_an_ipv6_portal_is_written_as_iscsi_scstd_compares_it() -> None:
+    t = target("t", portals=("[2001:DB8::A]:3260",))
+    model = check.check_text(render([t], [], allowed=("[2001:DB8::A]",)))
+    assert model["targets"][0]["portals"] == ["2001:db8::a"]
+    t = target("t", portals=("[2001:db8:0:0::a]",))
+    with pytest.raises(check.CheckError, match="not written canonically.*2001:db8::a"):
+        check.check_text(render([t], [], allowed=("[2001:db8:0:0::a]",)))
+
+
 def test_a_device_path_outside_its_set_fails_the_render() -> None:
     t = target("t")
     with pytest.raises(RenderError, match="device path of cn=repo01"):
