@@ -45,12 +45,7 @@ class Scene:
 
     def config(self) -> Path:
         services = self.site.services(backend="scst", scstadmin=str(self.fake.program),
-                                      scst_config=str(self.file))
-        for name in ("iscsi-target", "iscsi-lun"):
-            # The kinds' root `{{ vars.scst_config }}` is the file itself, which confine()
-            # refuses ("an allowed root itself"): the directory of the file instead.
-            services[name]["roots"] = [str(self.site.root / "state-iscsi"),
-                                       str(self.site.tgt_dir), str(self.scst_dir)]
+                                      scst_dir=str(self.scst_dir), scst_config=str(self.file))
         return write_config(self.config_dir, self.slapd, services, workers=4)
 
     def target(self) -> dict[str, Any]:
