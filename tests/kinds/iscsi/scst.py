@@ -31,7 +31,12 @@ BSD02 = "iqn.2026-12.org.example:bsd02"
 
 def load_script(name: str) -> ModuleType:
     """A hook of scripts/ (no .py suffix) as a module, to test its pure functions."""
-    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(SCRIPTS / name))
+    return load_script_at(SCRIPTS / name)
+
+
+def load_script_at(path: Path) -> ModuleType:
+    """A Python program without a .py suffix as a module."""
+    loader = importlib.machinery.SourceFileLoader(path.name.replace("-", "_"), str(path))
     spec = importlib.util.spec_from_loader(loader.name, loader)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
