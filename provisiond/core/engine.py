@@ -181,6 +181,8 @@ class Engine:
             settled: bool | None = False
             with self._lock:
                 self._active += 1
+            if self.services[work.service].spec.serialize and work.continuation is None:
+                self.keys.begin(work)  # later arrivals of its service wait for its admission
             try:
                 settled = self._process(work)
             except Interrupted as exc:
@@ -192,6 +194,7 @@ class Engine:
             finally:
                 with self._lock:
                     self._active -= 1
+                self.keys.end(work)
                 self._finish(work, settled)
                 self.batches.poke()
 

@@ -108,39 +108,81 @@ class Admission(Enum):
     STOPPING = "stopping"  # the daemon is stopping: leave the work, unsettled
 
 
+def arrival(work: Work) -> int:
+    """Where `work` came in its service's change stream: its first change (a journal resume
+    carries none and comes before every change)."""
+    return min(work.seqs) if work.seqs else -1
+
+
 class ServiceKeys:
-    """The service-level keys of the daemon; a holder is a Work, known by its entry's UUID."""
+    """The service-level keys of the daemon; a holder is a Work, known by its entry's UUID.
+
+    Order of arrival is the change stream's, not the order in which workers happen to get a
+    job to `admit` (a worker may look at the second of two loads before the first): a Work
+    is `begin`-registered while it is being looked at, and a key is only granted to the
+    earliest arrival waiting for it, and only once no earlier arrival of its service is still
+    being looked at (that one may want the same key). A look always ends, in `admit` or
+    `end` (the worker's finally), so holding back never waits for anything but a worker.
+    """
 
     def __init__(self, env: jinja2.Environment, resume: Callable[[Work], None]) -> None:
         self.env = env
         self._resume = resume  # submits a parked Work that now holds its key
-        self._fifo: KeyedFifo[Work] = KeyedFifo()
         self._lock = threading.Lock()
+        self._holders: dict[str, Work] = {}  # key -> the Work holding it
+        self._waiting: dict[str, list[Work]] = {}  # key -> Works in line, by arrival
         self._held: dict[str, str] = {}  # uuid -> the key it holds (or was handed)
+        self._looking: dict[str, dict[str, int]] = {}  # service -> uuid -> arrival
         self._closed = False
+
+    def begin(self, work: Work) -> None:
+        """A worker starts looking at `work`, of a service with a key."""
+        with self._lock:
+            self._looking.setdefault(work.service, {})[work.uuid] = arrival(work)
+
+    def end(self, work: Work) -> None:
+        """The worker is done with `work` (admitted or not): later arrivals may go."""
+        if work.service not in self._looking:  # no service key: the hot path stays cheap
+            return
+        with self._lock:
+            if self._looking[work.service].pop(work.uuid, None) is None:
+                return
+            granted = self._grant_all()
+        for granted_work in granted:
+            self._resume(granted_work)
 
     def admit(self, work: Work, job: Job) -> Admission:
         """Whether `job` may be claimed now; raises KeyFailed when its key does not render."""
         source = job.service.serialize
-        key = render_key(self.env, source, job.context({})) if source else ""
-        handed_on: Work | None = None
+        try:
+            key = render_key(self.env, source, job.context({})) if source else ""
+        except KeyFailed:
+            self.end(work)
+            raise
+        resumed: list[Work] = []
         with self._lock:
+            self._looking.get(work.service, {}).pop(work.uuid, None)
             held = self._held.get(work.uuid)
-            if held == key:
-                return Admission.GO  # handed to it when the last holder let go
-            if held is not None:  # its entry changed while it waited: not that key any more
-                handed_on = self._let_go(work.uuid, held)
-            if not key:
-                admission = Admission.GO
-            elif self._closed:
-                admission = Admission.STOPPING
-            elif self._fifo.enter(key, work):
-                self._held[work.uuid] = key
-                admission = Admission.GO
+            if held is not None and held == key:
+                admission = Admission.GO  # handed to it when the last holder let go
             else:
-                admission = Admission.PARKED
-        if handed_on is not None:
-            self._resume(handed_on)
+                if held is not None:  # its entry changed while it waited: not that key now
+                    self._let_go(work.uuid, held)
+                if not key:
+                    admission = Admission.GO
+                elif self._closed:
+                    admission = Admission.STOPPING
+                else:
+                    line = self._waiting.setdefault(key, [])
+                    line.append(work)
+                    line.sort(key=arrival)
+                    admission = Admission.PARKED
+            resumed = self._grant_all()
+            if work in resumed:  # its own turn: it goes on in this worker
+                resumed.remove(work)
+                admission = Admission.GO
+        for granted in resumed:
+            self._resume(granted)
         if admission is Admission.PARKED:
             log.info(kv(event="waiting", service=job.service.name, dn=job.dn, uuid=job.uuid,
                         mode=job.request, serialize=key, reason="serialized"))
@@ -150,18 +192,37 @@ class ServiceKeys:
         """The job of `uuid` is done (reported, deferred or dropped): its key passes on."""
         with self._lock:
             key = self._held.get(uuid)
-            handed_on = self._let_go(uuid, key) if key is not None else None
-        if handed_on is not None:
-            self._resume(handed_on)
+            if key is None:
+                return
+            self._let_go(uuid, key)
+            granted = self._grant_all()
+        for work in granted:
+            self._resume(work)
 
-    def _let_go(self, uuid: str, key: str) -> Work | None:
-        """Under the lock: `uuid` lets go of `key`; the next in line holds it now (after a
-        stop, no one is in line: close() took them out and nothing parks since)."""
+    def _let_go(self, uuid: str, key: str) -> None:
+        """Under the lock: `uuid` no longer holds `key`."""
         del self._held[uuid]
-        following = self._fifo.leave(key)
-        if following is not None:
-            self._held[following.uuid] = key
-        return following
+        if key in self._holders and self._holders[key].uuid == uuid:
+            del self._holders[key]
+
+    def _grant_all(self) -> list[Work]:
+        """Under the lock: each free key to the first in its line, if no earlier arrival of
+        its service is still being looked at; the Works that hold a key now."""
+        granted = []
+        for key, line in list(self._waiting.items()):
+            if key in self._holders:
+                continue
+            first = line[0]
+            looking = self._looking.get(first.service, {})
+            if any(seen < arrival(first) for seen in looking.values()):
+                continue
+            line.pop(0)
+            if not line:
+                del self._waiting[key]
+            self._holders[key] = first
+            self._held[first.uuid] = key
+            granted.append(first)
+        return granted
 
     def held(self, uuid: str) -> str | None:
         """The key the job of `uuid` holds, for its log lines."""
@@ -169,13 +230,16 @@ class ServiceKeys:
             return self._held.get(uuid)
 
     def parked(self) -> int:
-        return self._fifo.waiting()
+        with self._lock:
+            return sum(len(line) for line in self._waiting.values())
 
     def close(self) -> list[Work]:
         """The daemon stops: the parked work, taken out (to be dropped); nothing parks now."""
         with self._lock:
             self._closed = True
-            return self._fifo.drop_waiting()
+            dropped = [work for line in self._waiting.values() for work in line]
+            self._waiting.clear()
+            return dropped
 
 
 class StepKeys:
