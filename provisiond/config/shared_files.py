@@ -61,10 +61,10 @@ class _Writing:
 def check_shared_files(specs: Sequence[ServiceSpec], wheres: Mapping[str, Where],
                        env: jinja2.Environment, problems: Problems) -> list[ServiceSpec]:
     """`specs` with the writer of every file several services render set on its steps;
-    problems: a source that is not a configured service (`wheres` has every service defined,
-    loaded or not), two steps writing one path differently."""
+    problems: a source of a step that can run that is not a configured service (`wheres` has
+    every service defined, loaded or not), two steps writing one path differently."""
     for spec in specs:
-        for writing in _renders(spec, wheres[spec.name], all_steps=True):
+        for writing in _renders(spec, wheres[spec.name]):
             for i, name in enumerate(writing.action.sources):
                 if name not in wheres:
                     problems.add(writing.where.child("sources").child(i).error(
@@ -90,14 +90,15 @@ def check_shared_files(specs: Sequence[ServiceSpec], wheres: Mapping[str, Where]
     return [_with_writers(env, spec, writers) for spec in specs]
 
 
-def _renders(spec: ServiceSpec, where: Where, all_steps: bool = False) -> Iterator[_Writing]:
-    """The steps of `spec` that render a file of all entries, each where it is defined
-    (`all_steps`: also those whose condition on vars is false, which never write)."""
+def _renders(spec: ServiceSpec, where: Where) -> Iterator[_Writing]:
+    """The steps of `spec` that render a file of all entries, each where it is defined (not
+    those whose condition on vars is false: they never write, and their sources may name
+    services a site does not have, as the Bacula SD file of a site without tapes)."""
     writing = _render().aggregate_steps(spec)
     for mode, steps in spec.steps.items():
         for i, step in enumerate(steps):
             if isinstance(step.action, RenderAction) and step.action.scope == "all" and (
-                    all_steps or any(step is other for other in writing)):
+                    any(step is other for other in writing)):
                 yield _Writing(spec, mode, i, where.child("steps").child(mode).child(i)
                                .child("render"))
 

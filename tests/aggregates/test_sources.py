@@ -283,3 +283,27 @@ def test_a_job_is_covered_by_a_render_that_started_after_it_began() -> None:
     assert coalescer.runs == 2 and rendered == [5, 6]
     coalescer.run(render)  # without a job: a render that starts after the request
     assert coalescer.runs == 3
+
+
+@pytest.mark.parametrize("bacula", ["", "on"])
+def test_a_step_off_by_its_vars_may_name_a_service_the_site_does_not_have(
+        slapd: Slapd, tmp_path: Path, bacula: str) -> None:
+    """The Bacula SD file of the tape and disk kinds is rendered only when a var turns it on;
+    a site with disks and no tapes must load with it off (and be told when it is on)."""
+    root = tmp_path / "root"
+    both = services(root)
+    luns = both["luns"]
+    luns["vars"] = {"bacula": bacula}
+    del luns["references"], luns["values"]["target"]
+    luns["steps"] = {"add": [{**luns["steps"]["add"][0], "when": "vars.bacula",
+                              "render": {**luns["steps"]["add"][0]["render"],
+                                         "path": f"{root}/sd.conf",
+                                         "sources": ["luns", "tapes"]}}]}
+    path = write_config(tmp_path / "cfg", slapd, {"luns": luns}, templates=templates(tmp_path))
+    if not bacula:
+        assert load_config(path).services[0].name == "luns"
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert any("luns.steps.add[0].render.sources[1]: " in error.line()
+               and "no service 'tapes'" in error.line() for error in caught.value.errors)
