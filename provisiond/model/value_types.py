@@ -37,6 +37,9 @@ COMMON_KEYS: Mapping[str, str] = MappingProxyType({
                  "parent to the entry's parent entry (an operation's library) just before",
     "on_failure": "outputs only: written with a failure report too (the step that failed "
                   "and the steps before it), not only on success (default: false)",
+    "secret": "values only: a secret (a CHAP secret). Templates get it (write it only into "
+              "files of mode 0600); hook environments, `provisiond render` and validation "
+              "messages never show it (default: false)",
 })
 _CONTROL = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -35,7 +35,8 @@ from provisiond.model.value_types import (
 
 # What other modules take from here; the types themselves live in value_types.
 __all__ = ["REPORT_TO", "TYPES", "DnType", "InvalidValue", "SpecError", "StringType", "ValueSpec",
-           "ValueType", "as_text", "has_control_characters", "parse_entry", "sample_declaration"]
+           "ValueType", "as_text", "has_control_characters", "parse_entry", "public",
+           "sample_declaration", "secret_texts"]
 REPORT_TO = ("entry", "parent")  # where an output is written (ValueSpec.report_to)
 
 
@@ -65,6 +66,7 @@ class ValueSpec:
     code: int | None = None
     report_to: str = "entry"  # outputs: the entry, or its parent entry (REPORT_TO)
     on_failure: bool = False  # outputs: also written with a failure report (steps/outputs.py)
+    secret: bool = False  # values: never in hook environments, previews or messages
 
     @classmethod
     def from_mapping(cls, name: str, data: Mapping[str, Any], output: bool = False) -> ValueSpec:
@@ -99,6 +101,10 @@ class ValueSpec:
             raise SpecError("on_failure", "only outputs take on_failure: a value is read from "
                             "the entry, never written to it")
         on_failure = at_key("on_failure", bool_option, data.get("on_failure", False))
+        if "secret" in data and output:
+            raise SpecError("secret", "only values take secret: an output is written to the "
+                            "directory and logged")
+        secret = at_key("secret", bool_option, data.get("secret", False))
         if default is not None and required:
             raise SpecError("default", "a required value never uses its default; drop one")
         if default is not None:
@@ -106,7 +112,7 @@ class ValueSpec:
         elif multi:
             default = []
         return cls(name, attribute, value_type, required, default, multi, description, code,
-                   report_to, on_failure)
+                   report_to, on_failure, secret)
 
     def parse_values(self, raw_values: Sequence[str]) -> Any:
         """The typed value (a list when multi) from the attribute's values, or InvalidValue."""
@@ -121,8 +127,30 @@ class ValueSpec:
         try:
             parsed = [self.type.parse(raw) for raw in values]
         except ValueError as exc:
-            raise InvalidValue(self.name, self.attribute, str(exc), self.code) from None
+            # a type's reason quotes the raw value: not a secret's
+            reason = (f"not a valid {self.type.name} (a secret: its value is not shown)"
+                      if self.secret else str(exc))
+            raise InvalidValue(self.name, self.attribute, reason, self.code) from None
         return parsed if self.multi else parsed[0]
+
+
+def public(specs: Sequence[ValueSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` without the secret ones (and unset ones): what a hook's environment and a
+    preview may show."""
+    hidden = {spec.name for spec in specs if spec.secret}
+    return {name: value for name, value in values.items()
+            if name not in hidden and value is not None}
+
+
+def secret_texts(specs: Sequence[ValueSpec], values: Mapping[str, Any]) -> list[str]:
+    """The text forms of the secret values, to take out of whatever is shown."""
+    found: list[str] = []
+    for spec in specs:
+        value = values.get(spec.name) if spec.secret else None
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and as_text(item):
+                found.append(as_text(item))
+    return found
 
 
 def _attribute_opt(value: Any) -> str:

@@ -15,7 +15,7 @@ it takes the values the entry already carries, and says so when a step needs one
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TextIO
 
 import jinja2
@@ -29,7 +29,7 @@ from provisiond.host.applied import PendingApplies
 from provisiond.host.jinja import RenderError, make_environment
 from provisiond.model import lifecycle
 from provisiond.model.settings import Config, Step
-from provisiond.model.values import InvalidValue, as_text, parse_entry
+from provisiond.model.values import InvalidValue, as_text, parse_entry, public, secret_texts
 from provisiond.model.work import Job
 from provisiond.operate.common import (
     OperateError,
@@ -37,8 +37,11 @@ from provisiond.operate.common import (
     find_entry,
     terminal_safe,
 )
+from provisiond.operate.redaction import REDACTED, Redactor
 from provisiond.steps import kind_of, step_type
 from provisiond.steps.base import STEP_ERRORS, Context, Description
+
+SECRET = REDACTED  # how a secret value shows
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,9 @@ class Previewer:
             result.waiting = (f"{found.waiting.message} (the daemon waits, and looks again "
                               "when it is provisioned)")
         refs = found.refs
-        result.values = {name: as_text(value) for name, value in values.items()}
+        shown = public(spec.values, values)
+        result.values = {name: SECRET if value is not None and name not in shown
+                         else as_text(value) for name, value in values.items()}
         unmet = lifecycle.preconditions_met(spec.preconditions.get(chosen, {}), values)
         if unmet:
             result.waiting = (f"precondition not met: {unmet} (the daemon leaves the entry "
@@ -134,8 +139,10 @@ class Previewer:
         job = Job(service=spec, uuid=entry.uuid, dn=entry.dn, request=chosen, values=values,
                   refs=refs)
         steps = spec.steps_for(chosen)
+        hide = Redactor(secret_texts(spec.values, values))
         for number, step in enumerate(steps, start=1):
-            result.steps.append(self._step(job, step, outputs, number))
+            shown_step = self._step(job, step, outputs, number)
+            result.steps.append(replace(shown_step, shown=_without(shown_step.shown, hide)))
         return result
 
     def _step(self, job: Job, step: Step, outputs: dict[str, Any], number: int) -> StepPreview:
@@ -162,6 +169,25 @@ class Previewer:
                                                    f"{described.error}")
         return StepPreview(number=number, name=step.name, kind=kind_of(step), code=step.code,
                            shown=described)
+
+
+def _without(described: Description, hide: Redactor) -> Description:
+    """`described` with the entry's secret values taken out of every text it shows (a CHAP
+    secret in the diff of a target file, say)."""
+    if not hide.secrets:
+        return described
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return hide.secrets_only(value)
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
+
+    return replace(described, **{f.name: clean(getattr(described, f.name))
+                                 for f in fields(described)})
 
 
 def format_text(preview: Preview, out: TextIO) -> None:

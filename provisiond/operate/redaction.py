@@ -33,9 +33,14 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
-    def __call__(self, text: str) -> str:
+    def secrets_only(self, text: str) -> str:
+        """`text` with the known secrets replaced (nothing else touched)."""
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        return text
+
+    def __call__(self, text: str) -> str:
+        text = self.secrets_only(text)
         lines = []
         for line in text.splitlines(keepends=True):
             match = SECRET_KEY.match(line.rstrip("\n"))

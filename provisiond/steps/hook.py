@@ -27,7 +27,7 @@ from provisiond.config.sections import HOOKS
 from provisiond.host.hooks import EXIT_RETRY, hook_environment, resolve_program
 from provisiond.host.jinja import render_string
 from provisiond.model.settings import Action, HookAction, HookSettings, ServiceSpec, Step
-from provisiond.model.values import as_text
+from provisiond.model.values import as_text, public
 from provisiond.model.work import Job, Outcome
 from provisiond.steps import outputs
 from provisiond.steps.base import (
@@ -72,7 +72,8 @@ class HookStep(StepType[HookPlan]):
         action: HookAction = self.action_of(step)
         context = job.context(outputs)
         argv = tuple(render_string(ctx.env, arg, context) for arg in action.argv)
-        values = {name: as_text(value) for name, value in job.values.items() if value is not None}
+        values = {name: as_text(value)
+                  for name, value in public(job.service.values, job.values).items()}
         environment = hook_environment(search_path=ctx.hooks.path, service=job.service.name,
                                        mode=job.request, dn=job.dn, uuid=job.uuid, values=values)
         return HookPlan(step=step, service=job.service, job=job, argv=argv,
