@@ -21,7 +21,7 @@ from setuptools.command.build_py import build_py
 
 # package data directory -> (repository directory, the files shipped from it)
 SHIPPED = {
-    "kinds": ("etc/kinds", "*.yaml"),
+    "kinds": ("etc/kinds", "**/*.yaml"),  # parts/ too
     "templates": ("templates", "**/*.j2"),
     "hooks": ("scripts", "*"),  # the files directly in scripts/; scripts/dev/ are developer tools
     "schema": ("etc/schema", "*"),

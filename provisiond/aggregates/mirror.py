@@ -355,8 +355,9 @@ class Aggregates:
         each service in `sources` by name (each as `entries` gives them: overlays laid over,
         references resolved)."""
         own = self.entries(service)
-        return own, {name: own if name == service.name else self.entries(self.services[name])
-                     for name in sources}
+        return own, {name: own if name == service.name else
+                     self.entries(self.services[name]) if name in self.services else []
+                     for name in sources}  # not configured: an optional source (`NAME?`)
 
     def render(self, service: ServiceSpec, path: Path,
                render: Callable[[list[Member], dict[str, list[Member]]], None],

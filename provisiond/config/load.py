@@ -154,6 +154,7 @@ def find_kind(kind: str, where: Where, seen: tuple[str, ...] = (),
             data = read_yaml(candidate)
             if not isinstance(data, Mapping):
                 raise ConfigError(str(candidate), "", "a service kind must be a mapping")
+            data = _with_parts(data, candidate, dirs)
             parent = data.get("extends")
             if parent is None:
                 return data
@@ -161,6 +162,37 @@ def find_kind(kind: str, where: Where, seen: tuple[str, ...] = (),
             return refine(base, {k: v for k, v in data.items() if k != "extends"})
     searched = ", ".join(str(d) for d in dirs)
     raise where.error(f"unknown service kind {kind!r} (searched {searched})")
+
+
+# What a part (etc/kinds/parts/NAME.yaml) may give the kinds that `include:` it.
+PART_KEYS = ("vars", "values", "roots")
+
+
+def _with_parts(data: Mapping[str, Any], path: Path, dirs: tuple[Path, ...]) -> Mapping[str, Any]:
+    """`data` with the parts it names in `include:` under it: declarations two kinds share
+    (the Bacula SD vars of tape-library and disk-repository) live in one file. A part's vars
+    and values are refined by the kind's own; its roots come before the kind's."""
+    names = data.get("include")
+    if names is None:
+        return data
+    where = Where(str(path), "include")
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise where.error("must be a list of part names (etc/kinds/parts/NAME.yaml)")
+    merged: dict[str, Any] = {k: v for k, v in data.items() if k != "include"}
+    for i, name in enumerate(names):
+        found = next((d / "parts" / f"{name}.yaml" for d in dirs
+                      if (d / "parts" / f"{name}.yaml").is_file()), None)
+        if found is None or "/" in name:
+            raise where.child(i).error(f"no part {name!r} (searched parts/ of "
+                                       f"{', '.join(str(d) for d in dirs)})")
+        part = read_yaml(found)
+        if not isinstance(part, Mapping) or set(part) - set(PART_KEYS):
+            raise ConfigError(str(found), "", f"a part is a mapping of {', '.join(PART_KEYS)}")
+        roots = [*(part.get("roots") or []), *(merged.get("roots") or [])]
+        merged = refine({k: v for k, v in part.items() if k != "roots"}, merged)
+        if roots:
+            merged["roots"] = roots
+    return merged
 
 
 def refine(base: Mapping[str, Any], derived: Mapping[str, Any]) -> dict[str, Any]:

@@ -61,12 +61,13 @@ class _Writing:
 def check_shared_files(specs: Sequence[ServiceSpec], wheres: Mapping[str, Where],
                        env: jinja2.Environment, problems: Problems) -> list[ServiceSpec]:
     """`specs` with the writer of every file several services render set on its steps;
-    problems: a source of a step that can run that is not a configured service (`wheres` has
-    every service defined, loaded or not), two steps writing one path differently."""
+    problems: a source of a step that can run that is not a configured service and not
+    optional (`NAME?`; `wheres` has every service defined, loaded or not), two steps writing
+    one path differently."""
     for spec in specs:
         for writing in _renders(spec, wheres[spec.name]):
             for i, name in enumerate(writing.action.sources):
-                if name not in wheres:
+                if name not in wheres and name not in writing.action.optional_sources:
                     problems.add(writing.where.child("sources").child(i).error(
                         f"no service {name!r} (services: {', '.join(sorted(wheres))})"))
     first: dict[Path, _Writing] = {}

@@ -105,6 +105,8 @@ class RenderAction:
     on_change: tuple[str, ...] = ()
     # scope all: services whose active entries the template also gets, as `sources.<name>`
     sources: tuple[str, ...] = ()
+    # those of `sources` a site may not have (written `NAME?`): then `sources.<name>` is []
+    optional_sources: tuple[str, ...] = ()
     # set at load when several services render this file: the service (the first in the
     # configuration) whose entries, name and vars it is rendered with, whichever job asks
     writer: str = ""

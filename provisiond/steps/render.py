@@ -98,13 +98,15 @@ class RenderStep(StepType[RenderPlan]):
         if scope not in ("entry", "all"):
             raise where.child("scope").error(f"must be entry or all, not {scope!r}")
         validate = data.get("validate")
+        sources = _sources(data.get("sources"), scope, where.child("sources"))
         return RenderAction(
             template=template,
             path=readers.inline(env, readers.text(data, "path", where), where.child("path")),
             scope=scope,
             validate=readers.argv(env, validate, where.child("validate")) if validate else (),
             file_mode=readers.octal(data.get("mode"), where.child("mode"), 0o644),
-            sources=_sources(data.get("sources"), scope, where.child("sources")),
+            sources=tuple(name.rstrip("?") for name in sources),
+            optional_sources=tuple(name[:-1] for name in sources if name.endswith("?")),
             on_change=readers.argv(env, data["on_change"], where.child("on_change"))
             if "on_change" in data else (),
         )
@@ -237,8 +239,9 @@ class RenderStep(StepType[RenderPlan]):
 
 
 def _sources(data: Any, scope: str, where: Where) -> tuple[str, ...]:
-    """The services a file of all entries lists besides the service's own (that each names
-    a configured service is checked once all are known: config/shared_files.py)."""
+    """The services a file of all entries lists besides the service's own, as written (that
+    each names a configured service, unless it ends in `?`, is checked once all are known:
+    config/shared_files.py)."""
     if data is None:
         return ()
     if scope != "all":
@@ -246,7 +249,7 @@ def _sources(data: Any, scope: str, where: Where) -> tuple[str, ...]:
     if not isinstance(data, list) or not data or not all(
             isinstance(name, str) and name for name in data):
         raise where.error("must be a non-empty list of service names")
-    if len(set(data)) < len(data):
+    if len({name.rstrip("?") for name in data}) < len(data):
         raise where.error("names a service twice")
     return tuple(data)
 

@@ -307,3 +307,22 @@ def test_a_step_off_by_its_vars_may_name_a_service_the_site_does_not_have(
         load_config(path)
     assert any("luns.steps.add[0].render.sources[1]: " in error.line()
                and "no service 'tapes'" in error.line() for error in caught.value.errors)
+
+
+def test_an_optional_source_a_site_does_not_have_is_an_empty_list(
+        slapd: Slapd, tmp_path: Path) -> None:
+    """`sources: [luns, tapes?]`: a site with disks and no tapes still gets its SD file."""
+    root = tmp_path / "root"
+    luns = services(root)["luns"]
+    del luns["references"], luns["values"]["target"]
+    luns["steps"] = {"add": [{**luns["steps"]["add"][0],
+                              "render": {**luns["steps"]["add"][0]["render"],
+                                         "template": "counts.j2",
+                                         "sources": ["luns", "tapes?"]}}]}
+    (Path(templates(tmp_path)[0]) / "counts.j2").write_text(
+        "luns {{ sources.luns | length }} tapes {{ sources['tapes'] | length }}\n")
+    conn = directory(slapd)
+    add(conn, LUNS, "l1")
+    with running(write_config(tmp_path / "cfg", slapd, {"luns": luns},
+                              templates=templates(tmp_path))):
+        wait_for(lambda: shows(root, "luns 1 tapes 0\n"), 20, "the file with no tapes")

@@ -71,7 +71,8 @@ def companions(kind: str) -> list[str]:
                  for given in (definition.get("references") or {}).values()]
         for steps in (definition.get("steps") or {}).values():
             for step in steps if isinstance(steps, list) else ():
-                named += (step.get("render") or {}).get("sources") or []
+                named += [name for name in (step.get("render") or {}).get("sources") or []
+                          if not name.endswith("?")]  # optional: a site may not have it
         for name in named:
             if name != kind and name not in found:
                 found.append(name)
@@ -431,8 +432,8 @@ def test_render_previews_a_sample_entry_in_every_mode(
     refs, parent = add_referenced(loaded, spec, schema, conn)
     dn, classes, attributes = sample_entry(spec, schema, refs=refs, parent=parent)
     assert conn.add(dn, classes, attributes), (kind, conn.result, classes, attributes)
-    values = {v.name: as_text(v.type.parse(attributes[v.attribute])) for v in spec.values
-              if v.attribute in attributes}  # as the preview shows them
+    values = {v.name: "***" if v.secret else as_text(v.type.parse(attributes[v.attribute]))
+              for v in spec.values if v.attribute in attributes}  # as the preview shows them
 
     for mode in spec.steps:
         result = run_cli("--config", str(loaded.path), "render", dn, "--mode", mode, "--json")
