@@ -28,7 +28,7 @@ from provisiond.exitcodes import EX_FAILED, EX_OK
 from provisiond.host.applied import PendingApplies
 from provisiond.host.jinja import RenderError, make_environment
 from provisiond.model import lifecycle
-from provisiond.model.settings import Config, Step
+from provisiond.model.settings import Config, RenderAction, ServiceSpec, Step
 from provisiond.model.values import InvalidValue, as_text, parse_entry, public, secret_texts
 from provisiond.model.work import Job
 from provisiond.operate.common import (
@@ -42,6 +42,7 @@ from provisiond.steps import kind_of, step_type
 from provisiond.steps.base import STEP_ERRORS, Context, Description
 
 SECRET = REDACTED  # how a secret value shows
+SECRET_DIFF = "  (no diff: the file holds secret values)\n"
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,21 @@ class Previewer:
         if described.error:
             described = replace(described, summary=f"would fail with ReturnValue {step.code}: "
                                                    f"{described.error}")
+        if described.diff and self._holds_secrets(job.service, step):
+            described = replace(described, diff=SECRET_DIFF)
         return StepPreview(number=number, name=step.name, kind=kind_of(step), code=step.code,
                            shown=described)
+
+
+    def _holds_secrets(self, service: ServiceSpec, step: Step) -> bool:
+        """Whether the file of a render step may hold secret values: its service's, or (a file
+        of all entries) those of its sources. Its diff is not shown then: the file on disk
+        holds secrets no entry has any more (a changed CHAP secret) and other entries' too."""
+        if not isinstance(step.action, RenderAction):
+            return False
+        named = {service.name, *step.action.sources}
+        return any(spec.secret for other in self.config.services if other.name in named
+                   for spec in other.values)
 
 
 def _without(described: Description, hide: Redactor) -> Description:

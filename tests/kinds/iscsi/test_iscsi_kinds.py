@@ -260,9 +260,6 @@ def test_an_invalid_chap_secret_is_refused_without_showing_it(
         assert bad not in entry["provisiondMessage"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: `provisiond render` masks the entry's own secret in an aggregate file's diff, but "
-    "the '-' lines show the secret the file held before, and other entries' secrets; reported"))
 def test_render_previews_a_target_without_its_secret(
     slapd: Slapd, site: Site, conn: ldap3.Connection, tmp_path: Path
 ) -> None:
