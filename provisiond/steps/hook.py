@@ -3,9 +3,10 @@
 The argv items are templates over the entry; the program name (argv[0]) was rendered from
 `vars` at load, so no LDAP value chooses which program runs, and it is looked up in the hook
 directories only. The hook gets a minimal environment (PROVISIOND_*), its whole process tree
-is killed at the timeout, exit 75 asks for a retry later, and `provisiond-set NAME=VALUE`
-lines report declared outputs that later steps and the entry's report get (steps/outputs.py;
-a failing hook's `on_failure` outputs go with the failure report).
+is killed at the timeout, exit 75 asks for a retry later (its last output lines, the reason,
+go with the message, as a failure's do), and `provisiond-set NAME=VALUE` lines report
+declared outputs that later steps and the entry's report get (steps/outputs.py; a failing
+hook's `on_failure` outputs go with the failure report).
 
 Admin hooks (config/admin_hooks.py) are hook steps too; their program is checked again for
 owner and mode before each run, since the file may have changed since the load.
@@ -87,8 +88,10 @@ class HookStep(StepType[HookPlan]):
         if result.timed_out:  # killed mid-way: nothing it printed is taken
             raise StepError(f"{name} timed out and was killed")
         failure = None  # a failed hook's `on_failure` outputs are still taken
-        if result.returncode == EXIT_RETRY:
-            failure = StepError(f"{name} asked to retry later (exit 75)", transient=True)
+        if result.returncode == EXIT_RETRY:  # the reason: the entry's message once retries run out
+            reason = tail(result, 2)
+            failure = StepError(f"{name} asked to retry later (exit 75)"
+                                + (f": {reason}" if reason else ""), transient=True)
         elif result.returncode != 0:
             failure = StepError(f"{name} exited {result.returncode}: {tail(result, 2)}")
         lost = f"{name}: {result.settings_lost}" if result.settings_lost else ""

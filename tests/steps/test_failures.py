@@ -64,3 +64,20 @@ def test_a_file_of_all_entries_whose_path_cannot_be_rendered_fails_its_step(
             planned(spec)
         assert caught.value.code == 8
         assert caught.value.message.startswith("index: ") and "missing" in caught.value.message
+
+
+def test_a_hook_asking_to_retry_later_says_why(tmp_path: Path) -> None:
+    """Exit 75 retries the step later; once the retries run out, the entry's message is this
+    one, so it must carry the hook's reason as a failure's message does."""
+    pipeline, config = pipeline_for(tmp_path, [{"name": "run", "code": 5, "hook": ["busy"]}])
+    program = Path(config.hooks.path[0]) / "busy"
+    program.write_text("#!/bin/sh\necho 'checking the pool'\n"
+                       "echo 'the pool is resilvering' >&2\nexit 75\n")
+    program.chmod(0o755)
+    job = Job(service=config.services[0], uuid="u", dn="cn=a,ou=unit,dc=example,dc=org",
+              request="add", values={"name": "a"})
+    with pytest.raises(StepFailed) as caught:
+        pipeline.run(job)
+    assert caught.value.transient is True
+    assert caught.value.message == ("run: busy asked to retry later (exit 75): checking the "
+                                    "pool | the pool is resilvering")
