@@ -203,11 +203,6 @@ def test_20_operations_on_one_library_run_one_at_a_time(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "engine: a service key's waiting line is ordered by when workers reach the key after "
-    "intake (core/serialize.py KeyedFifo.enter), not by arrival in the change stream; with "
-    "4 workers op07 can be parked before op05 (a race: not strict). Inserting a waiter "
-    "by min(Work.seqs) made this pass 3 of 3 runs. Reported to the lead (T1 report)."))
 def test_operations_on_one_library_run_in_order_of_arrival(
         tape_slapd: Slapd, tmp_path: Path, site: Site) -> None:
     """Each load is followed by the unload of that drive: only the order of arrival makes
