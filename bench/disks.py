@@ -17,10 +17,10 @@ import os
 import subprocess
 import time
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from bench.harness import BenchError, Cleanup, Daemon, SyslogCapture, connect
+from bench.workload import daemon_config
 from provisiond.testing.slapd import start_private_slapd
 from tests.kinds.disk.support import DISKS, OUS, Lvm, StandIns, add_disk, load_script
 
@@ -28,20 +28,11 @@ SIZE = "8M"
 SIZE_BYTES = 8 * 1024 * 1024
 
 
-def config(workdir: Path, uri: str, root_dn: str, secret: Path, group: Lvm,
-           stand_ins: StandIns, syslog: Path) -> Path:
-    path = workdir / "provisiond.yaml"
-    path.write_text(yaml.safe_dump({
-        "ldap": {"uri": uri, "bind_dn": root_dn, "bind_password_file": str(secret)},
-        "sync": {"mode": "persist"},
-        "state_dir": str(workdir / "state"),
-        "logging": {"syslog_address": str(syslog), "level": "info"},
-        "services": {"disk-repository": {"kind": "disk-repository", "vars": {
-            "base": DISKS, "pools": [f"{group.vg}=lvm"], "mount_root": str(workdir / "mnt"),
-            "fstab": str(workdir / "fstab"), "device_dir": str(stand_ins.device_dir),
-            "lvm_system_dir": str(group.system_dir)}}},
-    }))
-    return path
+def services(workdir: Path, group: Lvm, stand_ins: StandIns) -> dict[str, Any]:
+    return {"disk-repository": {"kind": "disk-repository", "vars": {
+        "base": DISKS, "pools": [f"{group.vg}=lvm"], "mount_root": str(workdir / "mnt"),
+        "fstab": str(workdir / "fstab"), "device_dir": str(stand_ins.device_dir),
+        "lvm_system_dir": str(group.system_dir)}}}
 
 
 def bound(group: Lvm, names: list[str]) -> float:
@@ -69,11 +60,10 @@ def run(quick: bool, workdir: Path, cleanup: Cleanup) -> str:
     stand_ins.block(group.vg, *names)
     server = start_private_slapd(workdir / "slapd", extra_ldif=OUS)
     cleanup.add("slapd", server.stop)
-    secret = server.write_password_file(workdir / "bind.secret")
     capture = SyslogCapture(workdir / "syslog.sock")
     cleanup.add("syslog capture", capture.close)
-    daemon = Daemon(config(workdir, server.uri, server.root_dn, secret, group, stand_ins,
-                           capture.path), workdir / "daemon.log", capture, cleanup)
+    config = daemon_config(workdir, server, capture.path, services(workdir, group, stand_ins))
+    daemon = Daemon(config, workdir / "daemon.log", capture, cleanup)
     capture.wait(daemon.pid, "connected", 1, 30, daemon.alive, "daemon start")
 
     conn = connect(server)

@@ -18,28 +18,15 @@ import time
 from pathlib import Path
 
 import ldap3
-import yaml
 
 from bench.harness import BenchError, Cleanup, Daemon, SyslogCapture, connect
+from bench.workload import daemon_config
 from provisiond.testing.slapd import start_private_slapd
 from tests.kinds.iscsi.site import DISKS, Site, add_lun, add_target, directory
 from tests.kinds.iscsi.support import ALLOWED, IQN
 from tests.kinds.iscsi.tgt import Tgtd, start_tgtd, tgt_available
 
 SIZE = 1 << 20
-
-
-def config(workdir: Path, uri: str, root_dn: str, secret: Path, site: Site,
-           syslog: Path) -> Path:
-    path = workdir / "provisiond.yaml"
-    path.write_text(yaml.safe_dump({
-        "ldap": {"uri": uri, "bind_dn": root_dn, "bind_password_file": str(secret)},
-        "sync": {"mode": "persist"},
-        "state_dir": str(workdir / "state"),
-        "logging": {"syslog_address": str(syslog), "level": "info"},
-        "services": site.services(),
-    }))
-    return path
 
 
 def provisioned_disk(conn: ldap3.Connection, site: Site, name: str) -> str:
@@ -88,10 +75,9 @@ def run(quick: bool, workdir: Path, cleanup: Cleanup) -> str:
     cleanup.add("slapd", server.stop)
     conn = directory(server)
     disks = [provisioned_disk(conn, site, f"d{i:04d}") for i in range(count)]
-    secret = server.write_password_file(workdir / "bind.secret")
     capture = SyslogCapture(workdir / "syslog.sock")
     cleanup.add("syslog capture", capture.close)
-    daemon = Daemon(config(workdir, server.uri, server.root_dn, secret, site, capture.path),
+    daemon = Daemon(daemon_config(workdir, server, capture.path, site.services()),
                     workdir / "daemon.log", capture, cleanup)
     capture.wait(daemon.pid, "connected", 3, 30, daemon.alive, "daemon start")
 

@@ -103,25 +103,35 @@ def bench_service(base: str, root: Path, aggregate: bool = False) -> dict[str, A
     }
 
 
-def write_config(directory: Path, server: Slapd, *, mode: str, interval: float, base: str,
-                 syslog: Path, workers: int, aggregate: bool = False) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    root = directory / "root"
-    root.mkdir(exist_ok=True)
-    secret = server.write_password_file(directory / "bind.secret")
+def daemon_config(workdir: Path, server: Slapd, syslog: Path, services: Mapping[str, Any],
+                  **extra: Any) -> Path:
+    """The daemon's configuration, written to `workdir/provisiond.yaml`: bound as the private
+    slapd's root (the password in `workdir/bind.secret`, not in the file), a persistent change
+    stream, its state in `workdir/state`, logging to the benchmark's syslog socket (see
+    harness.SyslogCapture); `extra` adds top-level sections or replaces these (`sync=`)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    secret = server.write_password_file(workdir / "bind.secret")
     config = {
         "ldap": {"uri": server.uri, "bind_dn": server.root_dn,
                  "bind_password_file": str(secret)},  # shipped default timeout (10 s)
-        "sync": {"mode": mode, "interval": interval},
-        "state_dir": str(directory / "state"),
-        "workers": workers,
-        "shutdown_grace": 10,
-        "templates": [str(TEMPLATES)],
+        "sync": {"mode": "persist"},
+        "state_dir": str(workdir / "state"),
         "logging": {"syslog_address": str(syslog), "level": "info"},
-        "retry": {"limit": 3, "initial": 0.2, "maximum": 1},
-        "hooks": {"timeout": 20, "kill_grace": 1},
-        "services": {"bench": bench_service(base, root, aggregate)},
+        **extra,
+        "services": dict(services),
     }
-    path = directory / "provisiond.yaml"
+    path = workdir / "provisiond.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def write_config(directory: Path, server: Slapd, *, mode: str, interval: float, base: str,
+                 syslog: Path, workers: int, aggregate: bool = False) -> Path:
+    """The configuration of a daemon of the throughput and latency scenarios."""
+    root = directory / "root"
+    root.mkdir(parents=True, exist_ok=True)
+    return daemon_config(directory, server, syslog, {"bench": bench_service(base, root, aggregate)},
+                         sync={"mode": mode, "interval": interval}, workers=workers,
+                         shutdown_grace=10, templates=[str(TEMPLATES)],
+                         retry={"limit": 3, "initial": 0.2, "maximum": 1},
+                         hooks={"timeout": 20, "kill_grace": 1})
