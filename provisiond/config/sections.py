@@ -244,8 +244,9 @@ SERVICE = Section(
         Option("status", "list", "A command `provisiond status` runs for the service's live "
                "facts (an iSCSI target's sessions), printing its stdout lines under the "
                "service: an argv of templates over `vars` and `service`, argv[0] a hook "
-               "program; a hook's environment without entry or values, killed after 20 s; a "
-               "failure is shown, not fatal (operate/live.py)."),
+               "program named from vars at load (`provisiond check` checks it); a hook's "
+               "environment without entry or values, killed after 20 s; a failure is shown, "
+               "not fatal (operate/live.py). `[]`: none (a site turns its kind's off)."),
         Option("admin_hooks", "mapping", SERVICE_ADMIN_HOOKS.doc, section=SERVICE_ADMIN_HOOKS),
         Option("steps", "mapping", "Per mode of the lifecycle (add, modify, delete; an "
                "operation's add): a list of steps, or the name of another mode (`modify: "

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 
 from provisiond.config import readers
 from provisiond.config.kind_vars import read_vars
@@ -26,6 +27,7 @@ from provisiond.host.files import PathNotAllowed, check_root
 from provisiond.host.jinja import render_string
 from provisiond.model.settings import (
     Dependents,
+    HookAction,
     Reference,
     RenderAction,
     ServiceSpec,
@@ -191,6 +193,33 @@ def _programs(steps: Mapping[str, tuple[Step, ...]], vars_: Mapping[str, Any],
             for mode, found in steps.items()}
 
 
+# What a `status:` command's argv may read: it runs without an entry (operate/live.py).
+STATUS_NAMES = frozenset({"vars", "service"})
+
+
+def _status(data: tuple[str, ...], vars_: Mapping[str, Any], where: Where,
+            env: jinja2.Environment) -> tuple[str, ...]:
+    """`status:`, the argv `provisiond status` runs: templates over vars and service, compiled
+    now, its program named from vars now as a hook step's is (steps.bind_programs), so that
+    `check` checks it and no LDAP value chooses it. An empty list is none (a site may switch
+    its kind's off)."""
+    if not data:
+        return ()
+    argv = readers.argv(env, list(data), where)
+    for i, item in enumerate(argv):
+        unknown = sorted(meta.find_undeclared_variables(env.parse(item)) - STATUS_NAMES)
+        if unknown:
+            raise where.child(i).error(f"{unknown[0]} is not what a status command may read "
+                                       "(it runs without an entry: vars and service)")
+    command = Step(name="status", code=1, action=HookAction(argv=argv))
+    try:
+        bound = _step_types().bind_programs(command, vars_, env, where)
+    except ConfigError as exc:  # named as a hook step's key would be (status.hook[0])
+        raise where.child(0).error(exc.reason) from exc
+    assert isinstance(bound.action, HookAction)
+    return bound.action.argv
+
+
 def _checked(check: Callable[[str], str], text: str, where: Where) -> str:
     try:
         return check(text)
@@ -303,6 +332,7 @@ def read_service(
          where.child("dependents"), values)
     part("serialize", (), _step_types().serialize_key, given.get("serialize"),
          where.child("serialize"), env)
+    part("status", ("vars",), _status, given.get("status"), vars_, where.child("status"), env)
     if "roots" in parts and "steps" in parts:
         problems.attempt(_check_roots, parts["roots"], parts["steps"], where.child("roots"))
     if "steps" in parts and all(key in parts or key not in given for key in ("values", "vars")):

@@ -211,6 +211,7 @@ class ServiceSpec:
     admin_hooks: AdminHooks = field(default_factory=AdminHooks)
     lifecycle: Lifecycle = RESOURCE  # the modes its entries move through (model/states.py)
     serialize: str = ""  # a key template: one job per key in the steps at a time (core/serialize)
+    status: tuple[str, ...] = ()  # the argv `provisiond status` runs (operate/live.py); (): none
 
     @property
     def sync_filter(self) -> str:

@@ -2,8 +2,8 @@
 
 The configuration (and every template) was already loaded and compiled to get here; this adds
 what needs the outside world: what each step's type checks (the programs steps run, hooks and
-render `validate` commands alike; admin hooks' owner and mode), the bind, the service bases,
-the sync control.
+render `validate` commands alike; admin hooks' owner and mode), each service's `status:`
+program, the bind, the service bases, the sync control.
 One line per check, `ok` or `FAIL` first, so a human and a script read it the same way. Exit
 status 1 when a check failed, 69 when the only failure is the directory (sysexits' unavailable).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TextIO
 
 import ldap3
@@ -19,7 +20,7 @@ import ldap3
 from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
 from provisiond.directory.controls import ASSERTION_OID, SYNC_REQUEST_OID
 from provisiond.exitcodes import EX_UNAVAILABLE
-from provisiond.host.hooks import HookError
+from provisiond.host.hooks import HookError, resolve_program
 from provisiond.model.settings import Config
 from provisiond.steps import step_type
 from provisiond.steps.base import Check
@@ -27,15 +28,20 @@ from provisiond.steps.base import Check
 
 def _step_checks(config: Config) -> Iterator[Check]:
     """What each step's type checks (its programs exist, an admin hook is safe), in the order
-    the steps run, each check once."""
+    the steps run, then the service's `status:` program (found like a hook's), each check
+    once."""
     seen: set[str] = set()
     for spec in config.services:
-        for mode in spec.lifecycle.request_names:
-            for step in spec.steps_for(mode):
-                for check in step_type(step).check(config.hooks, spec, mode, step):
-                    if check.name not in seen:
-                        seen.add(check.name)
-                        yield check
+        checks = [check for mode in spec.lifecycle.request_names
+                  for step in spec.steps_for(mode)
+                  for check in step_type(step).check(config.hooks, spec, mode, step)]
+        if spec.status:
+            checks.append(Check(f"status program {spec.status[0]} is executable",
+                                partial(resolve_program, spec.status[0], config.hooks.path)))
+        for check in checks:
+            if check.name not in seen:
+                seen.add(check.name)
+                yield check
 
 
 def run_checks(config: Config, out: TextIO = sys.stdout) -> int:

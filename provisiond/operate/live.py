@@ -2,26 +2,19 @@
 
 The directory says what should be; only the tool on the host knows what is happening now (an
 iSCSI target's sessions, a tape library's drives). A service may name a command for that,
-`status: [argv]`, whose argv items are templates over the service's `vars` and `service`
-(argv[0] a hook program, looked up in the hook directories like a step's); `status` runs it
-and prints its stdout lines under the service. It gets a hook's minimal environment (no
-entry, no values, so no secret), is killed after a timeout, and a failure is shown, not
+`status: [argv]` (ServiceSpec.status, read at load by config/services.py: argv items are
+templates over the service's `vars` and `service`, argv[0] a hook program named from vars and
+checked by `provisiond check`); `status` runs it, looked up in the hook directories like a
+step's, and prints its stdout lines under the service. It gets a hook's minimal environment
+(no entry, no values, so no secret), is killed after a timeout, and a failure is shown, not
 fatal: the report about the directory stands on its own.
-
-The option is read from the service's definition (its kind's, unless the site gives its own)
-when `status` runs: the loaded ServiceSpec has no field for it yet (see the option's doc).
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from provisiond.config.files import read_yaml
-from provisiond.config.load import merge_kind
-from provisiond.config.schema import ConfigError, Where
 from provisiond.host.hooks import HookError, hook_environment, resolve_program
 from provisiond.host.jinja import make_environment, render_string
 from provisiond.model.settings import Config, ServiceSpec
@@ -30,34 +23,13 @@ TIMEOUT = 20.0  # seconds: an operator is waiting
 MAX_LINES = 1000
 
 
-def commands(config: Config) -> dict[str, Any]:
-    """Each service's `status:` as its definition gives it (site first, then its kind)."""
-    source = Path(config.source)
-    definitions: dict[str, Any] = {}
-    for path in (source, *sorted((source.parent / "services.d").glob("*.yaml"))):
-        data = read_yaml(path) or {}
-        services = data.get("services") if path == source else data
-        if isinstance(services, Mapping):
-            definitions.update({str(name): d for name, d in services.items()})
-    found = {}
-    for spec in config.services:
-        definition = definitions.get(spec.name)
-        if isinstance(definition, Mapping):
-            merged = merge_kind(definition, Where(config.source, f"services.{spec.name}"))
-            if merged.get("status"):
-                found[spec.name] = merged["status"]
-    return found
-
-
-def facts(config: Config, spec: ServiceSpec, argv: Any) -> dict[str, Any]:
+def facts(config: Config, spec: ServiceSpec) -> dict[str, Any]:
     """{"argv": the rendered command, "lines": its stdout lines, "error": why it failed}."""
     shown: dict[str, Any] = {"argv": None, "lines": [], "error": None}
     try:
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise ValueError("status: must be a non-empty list of strings (an argv)")
         env = make_environment(list(config.templates))
         context = {"vars": spec.vars, "service": spec.name}
-        rendered = [render_string(env, item, context) for item in argv]
+        rendered = [render_string(env, item, context) for item in spec.status]
         shown["argv"] = rendered
         program = resolve_program(rendered[0], config.hooks.path)
         environment = hook_environment(search_path=config.hooks.path, service=spec.name,
@@ -68,7 +40,7 @@ def facts(config: Config, spec: ServiceSpec, argv: Any) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         shown["error"] = f"killed after {TIMEOUT:.0f}s"
         return shown
-    except (ValueError, HookError, ConfigError, OSError) as exc:
+    except (HookError, OSError) as exc:
         shown["error"] = str(exc)
         return shown
     except Exception as exc:  # noqa: BLE001 - a template error: shown with the service

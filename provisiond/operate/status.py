@@ -32,7 +32,6 @@ from typing import Any, TextIO
 import psutil
 
 from provisiond import __version__, paths
-from provisiond.config.schema import ConfigError
 from provisiond.directory.connection import DirectoryUnavailable
 from provisiond.directory.cookie import CookieStore, newest_csn
 from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
@@ -251,14 +250,10 @@ def collect(config: Config, *, stuck_after: float = DEFAULT_STUCK_AFTER,
     daemon = report["daemon"]
     streams = liveness.of_daemon(config.state_dir, daemon["pid"]) if daemon["running"] else None
     try:
-        status_commands = live.commands(config)
-    except (ConfigError, OSError) as exc:  # the daemon loaded it; shown, not fatal
-        status_commands, report["live_error"] = {}, str(exc)
-    try:
         for spec in config.services:
             info = service_status(config, spec, reader, now, stuck_after, streams)
-            if spec.name in status_commands:  # the service's own `status:` command
-                info["live"] = live.facts(config, spec, status_commands[spec.name])
+            if spec.status:  # the service's own `status:` command
+                info["live"] = live.facts(config, spec)
             report["services"].append(info)
     finally:
         if reader is not None:

@@ -40,3 +40,18 @@ def test_programs_named_by_vars_are_checked(tmp_path: Path) -> None:
                   hook="demo-hook", checker="/nonexistent/rsnapshot")
     assert "ok    hook demo-hook is executable" in out
     assert "FAIL  validate program /nonexistent/rsnapshot is executable" in out
+
+
+def test_a_status_program_is_checked_like_a_hook(tmp_path: Path) -> None:
+    """A service's `status:` command (operate/live.py): argv[0] named from vars at load and
+    looked up in the hook directories by `check`, so a typo is found before `status` runs."""
+    path = write(tmp_path, {"services": {
+        name: {"base": "dc=example,dc=org", "roots": ["/srv/provisiond-test"],
+               "vars": {"lister": lister}, "status": ["{{ vars.lister }}", "{{ service }}"],
+               "steps": {"add": [{"name": "h", "code": 1, "hook": ["demo-hook"]}]}}
+        for name, lister in (("x", "no-such-status-program"), ("y", "demo-hook"))}})
+    out = io.StringIO()
+    run_checks(load_config(path), out)
+    assert "FAIL  status program no-such-status-program is executable: hook program " \
+           "'no-such-status-program' not found in " in out.getvalue()
+    assert "ok    status program demo-hook is executable" in out.getvalue()

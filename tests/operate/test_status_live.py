@@ -7,9 +7,13 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from provisiond.config import load_config
+from provisiond.config.schema import ConfigError
 from provisiond.operate.status import collect, format_text
 from tests.operate.conftest import Site
+from tests.config.test_config import write
 from tests.support import demo_service, run_cli, write_config
 
 SCRIPT = """#!/bin/sh
@@ -62,3 +66,32 @@ def test_a_status_program_that_is_not_there_is_an_error_line(site: Site,
     config = write_config(tmp_path / "cfg3", site.slapd, services)
     report = collect(load_config(config))
     assert "no-such-status-program" in report["services"][0]["live"]["error"]
+
+
+def loaded(tmp_path: Path, status: object) -> tuple[str, ...]:
+    path = write(tmp_path, {"services": {"demo": {
+        "base": "dc=example,dc=org", "vars": {"lister": "disk-pool", "root": "/srv/x"},
+        "steps": {"add": [{"name": "h", "code": 1, "hook": ["demo-hook"]}]},
+        "status": status}}})
+    return load_config(path).services[0].status
+
+
+def test_the_status_command_is_read_at_load_its_program_named_from_vars(
+        tmp_path: Path) -> None:
+    assert loaded(tmp_path, ["{{ vars.lister }}", "list", "{{ vars.root }}"]) == (
+        "disk-pool", "list", "{{ vars.root }}")  # the rest is rendered when `status` runs
+    assert loaded(tmp_path, []) == ()  # a site switches its kind's command off
+
+
+@pytest.mark.parametrize(("status", "key", "reason"), [
+    (["{{ service }}-facts"], "status[0]", "the program name may use only vars"),
+    (["{{ values.size }}"], "status[0]", "values is not what a status command may read"),
+    (["lister", "{{ entry.dn }}"], "status[1]", "entry is not what a status command may read"),
+    (["lister", "{{ vars.root"], "status[1]", "template syntax error"),
+    ([" lister"], "status[0]", "not a program name"),
+])
+def test_a_bad_status_command_stops_the_load_naming_its_key(
+        tmp_path: Path, status: list[str], key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        loaded(tmp_path, status)
+    assert f"services.demo.{key}: {reason}" in str(caught.value)
