@@ -12,8 +12,8 @@ import pytest
 from provisiond.config import load_config
 from provisiond.config.schema import ConfigError
 from provisiond.operate.status import collect, format_text
-from tests.operate.conftest import Site
 from tests.config.test_config import write
+from tests.operate.conftest import Site
 from tests.support import demo_service, run_cli, write_config
 
 SCRIPT = """#!/bin/sh
