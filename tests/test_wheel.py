@@ -30,7 +30,7 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-inf
                                     ".*_cache", ".benchmarks", "demo-run", ".pybuild")
 # (what paths.py calls it, the checkout's directory, the files shipped from it)
 SHIPPED = (
-    ("kinds", REPO / "etc" / "kinds", "*.yaml"),
+    ("kinds", REPO / "etc" / "kinds", "**/*.yaml"),  # parts/ too
     ("templates", REPO / "templates", "**/*.j2"),
     ("hooks", REPO / "scripts", "*"),  # the files directly in scripts/; scripts/dev/ are tools
     ("schema", REPO / "etc" / "schema", "*"),
