@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from provisiond import paths
 from provisiond.aggregates.mirror import Member
@@ -30,7 +29,6 @@ from provisiond.host.jinja import make_environment
 from tests.support import REPO, stop_daemon
 
 HERE = Path(__file__).resolve().parent
-BLOCKS = yaml.safe_load((HERE / "kind_blocks.yaml").read_text())
 SCRIPTS = REPO / "scripts"
 CHECK = SCRIPTS / "bacula-sd-check"
 APPLY = SCRIPTS / "bacula-sd-apply"
@@ -58,25 +56,14 @@ def load_script(path: Path) -> types.ModuleType:
 
 
 def with_bacula(kind: str, *, only_bacula: bool = False, **vars_: Any) -> dict[str, Any]:
-    """The shipped `kind` (tape-library or disk-repository) as a plain service definition
-    with the Bacula blocks (kind_blocks.yaml) in it, unless the kind file has them already;
-    `vars_` set; `only_bacula`: the Bacula step is its only step (no mtx, no LVM)."""
+    """The shipped `kind` (tape-library or disk-repository: both carry the Bacula SD step and
+    include etc/kinds/parts/bacula-sd.yaml) as a plain service definition, `vars_` set;
+    `only_bacula`: the Bacula step is its only step (no mtx, no LVM)."""
     data = copy.deepcopy(dict(find_kind(kind, Where(f"kind {kind}"))))
     data.pop("description", None)
-    step = BLOCKS["step"]
-    if "bacula_sd_config" not in data["vars"]:
-        data["vars"].update(BLOCKS["vars"])
-        if kind == "disk-repository":
-            data["values"].update(BLOCKS["values"])
-        data["roots"] = [*data.get("roots", []), *BLOCKS["roots"]]
-        steps = data["steps"]
-        steps["add"] = [*steps["add"], step]
-        if isinstance(steps.get("modify"), list):
-            steps["modify"] = [*steps["modify"], step]
-        delete = list(steps.get("delete") or [])
-        checks = 1 if delete and delete[0].get("name") == "check pool" else 0
-        steps["delete"] = [*delete[:checks], step, *delete[checks:]]
     if only_bacula:
+        (step,) = [step for step in data["steps"]["add"]
+                   if step.get("name") == "write bacula-sd configuration"]
         data["steps"] = {"add": [step], "modify": "add", "delete": [step]}
     for name, value in vars_.items():
         declaration = data["vars"][name]
