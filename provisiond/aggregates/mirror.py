@@ -18,7 +18,9 @@ Two things make these different from per-entry files:
   from all entries never lacks an entry this daemon provisioned; changes made elsewhere
   arrive with the next pass (every render, and `refresh` periodically).
 - An entry whose new values are invalid keeps its last valid ones (provisioned.py keeps them
-  across restarts), so a rejected modify never drops a tenant from the files.
+  across restarts), so a rejected modify never drops a tenant from the files. With `unique:`
+  so does a failed change, and an entry that lost a unique value to another (unique.py) is
+  left out: one duplicate never makes the file invalid for every entry.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from provisiond.aggregates.provisioned import Attributes, ProvisionedStore
 from provisiond.aggregates.references import attach, named
+from provisiond.aggregates.unique import IN_FLIGHT, NEW, SETTLED, Holder, losers
 from provisiond.directory.access import Directory, Entry
 from provisiond.directory.connection import ConnectionFactory
 from provisiond.directory.decode import dn_key, same_dn
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.logfmt import kv
+from provisiond.model import lifecycle
 from provisiond.model.settings import RenderAction
 from provisiond.model.values import InvalidValue, ValueSpec, parse_entry
 
@@ -166,6 +170,7 @@ class Mirror:
         self.service = service
         self.store = store
         self.members: dict[str, Member] = {}
+        self.unsettled: set[str] = set()  # members whose values are a change not provisioned
         self.lock = threading.Lock()
         self.stream = ChangeStream(
             factory, base=service.base, filter=service.aggregate_filter,
@@ -192,11 +197,25 @@ class Mirror:
             log.warning(kv(event="aggregate-keeps-previous" if kept else "aggregate-skip",
                            service=self.service.name, dn=dn, msg=str(exc)))
             return False
+        if self.service.unique:
+            state = lifecycle.read_state(self.service.attributes, attributes,
+                                         self.service.lifecycle)
+            if lifecycle.is_failed(state) and self._restore(uuid, dn):
+                # A refused change (a value another entry keeps: aggregates/unique.py) must
+                # not bring its duplicate into the files: what was provisioned stays.
+                self.unsettled.discard(uuid)
+                return False
+            request = state.request or state.working_request
+            if request is not None and self.service.lifecycle.request(request).effect == "change":
+                self.unsettled.add(uuid)  # not provisioned with these values (yet)
+            else:
+                self.unsettled.discard(uuid)
         self.members[uuid] = member_of(self.service, uuid, dn, values, attributes)
         return True
 
     def remove(self, uuid: str) -> None:
         self.members.pop(uuid, None)
+        self.unsettled.discard(uuid)
         if self.store is not None:
             self.store.forget(uuid)
 
@@ -222,9 +241,13 @@ class Mirror:
 
     def current(self) -> dict[str, Member]:
         """Bring the mirror up to date (raises DirectoryUnavailable) and return a copy."""
+        return self.current_state()[0]
+
+    def current_state(self) -> tuple[dict[str, Member], set[str]]:
+        """`current`, and which of them are `unsettled` (known for services with `unique`)."""
         with self.lock:
             self.stream.run_once()
-            return dict(self.members)
+            return dict(self.members), set(self.unsettled)
 
 
 class Aggregates:
@@ -274,14 +297,30 @@ class Aggregates:
             return self._coalescers.setdefault(path, Coalescer(self._stamp))
 
     def entries(self, service: ServiceSpec) -> list[Member]:
-        """The active entries, sorted by DN so the output is stable."""
+        """The active entries, sorted by DN so the output is stable; with `unique:`, without
+        those that lost a value to another (aggregates/unique.py)."""
+        found, unsettled = self.with_overlays(service)
+        if service.unique:
+            in_flight = set(self.overlays(service))
+            for uuid in losers(service.unique, holders(found, unsettled, in_flight),
+                               service.values):
+                found.pop(uuid)
+        if service.references:  # one refresh per referenced service, not one per member
+            targets = {other: by_dn(self.mirror(self.services[other]).current().values())
+                       for other in {reference.service for reference in service.references}}
+            found = {uuid: with_refs(service, member, targets) for uuid, member in found.items()}
+        return sorted(found.values(), key=lambda member: member.dn.lower())
+
+    def with_overlays(self, service: ServiceSpec) -> tuple[dict[str, Member], set[str]]:
+        """The active entries (uuid -> Member) with the jobs in flight laid over, and the
+        uuids of those not provisioned with these values (in flight, or a change pending:
+        known for services with `unique`)."""
         # The overlays are read before the directory: a job that leaves the overlays has
         # already reported, so the refresh that follows sees its outcome. The other order
         # could miss an entry that finishes in between.
         with self._lock:
             overlays = dict(self._overlays.get(service.name, {}))
-        mirror = self.mirror(service)
-        found = mirror.current()
+        found, unsettled = self.mirror(service).current_state()
         for uuid, (dn, overlay) in overlays.items():
             if overlay is None:
                 found.pop(uuid, None)
@@ -289,11 +328,7 @@ class Aggregates:
                 found[uuid] = replace(found[uuid], dn=dn, values=overlay)
             else:
                 found[uuid] = Member(dn, uuid, overlay, vars=service.vars, service=service.name)
-        if service.references:  # one refresh per referenced service, not one per member
-            targets = {other: by_dn(self.mirror(self.services[other]).current().values())
-                       for other in {reference.service for reference in service.references}}
-            found = {uuid: with_refs(service, member, targets) for uuid, member in found.items()}
-        return sorted(found.values(), key=lambda member: member.dn.lower())
+        return found, unsettled | set(overlays)
 
     def mirror(self, service: ServiceSpec) -> Mirror:
         with self._lock:
@@ -369,6 +404,15 @@ class Aggregates:
         with self._lock:
             since = self._begun.get((job.service.name, job.uuid)) if job is not None else None
         self.coalescer(path).run(lambda: render(*self.gather(service, sources)), since)
+
+
+def holders(members: Mapping[str, Member], unsettled: set[str],
+            in_flight: set[str]) -> list[Holder]:
+    """The members as aggregates/unique.py ranks them: in flight (a job's overlay), new (a
+    change not provisioned yet) or settled."""
+    return [Holder(uuid, member.dn, member.values,
+                   IN_FLIGHT if uuid in in_flight else NEW if uuid in unsettled else SETTLED)
+            for uuid, member in members.items()]
 
 
 def sources_of(service: ServiceSpec) -> set[str]:

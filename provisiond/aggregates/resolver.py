@@ -6,16 +6,16 @@ own reports settled in), with the jobs in flight laid over. Only an entry that i
 read from the directory (a base search of its DN with its service's filter and state
 attributes), so the entry waiting for its disk, or failing because the disk failed, can say
 which. The same mirrors tell which active or in-flight entries of other services reference an
-entry, for `dependents:`.
+entry, for `dependents:`, and which of its own service have a value it has, for `unique:`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from provisiond.aggregates.mirror import Aggregates, Member, member_of
+from provisiond.aggregates.mirror import Aggregates, Member, holders, member_of
 from provisiond.aggregates.references import (
     Seen,
     Unresolved,
@@ -27,6 +27,7 @@ from provisiond.aggregates.references import (
     refusal,
     within,
 )
+from provisiond.aggregates.unique import IN_FLIGHT, NEW, SETTLED, Clash, Holder, clash
 from provisiond.directory.decode import same_dn
 from provisiond.model import lifecycle
 from provisiond.model.settings import Reference, ServiceSpec
@@ -164,6 +165,64 @@ class Resolver:
         if not referencing:
             return None
         return refusal(referencing, changed), policy.code or spec.invalid_code
+
+    # -- values no two entries share (`unique:`) ----------------------------------------------
+
+    def clash(self, spec: ServiceSpec, request: str, uuid: str, dn: str,
+              values: Mapping[str, Any], working: bool = False) -> tuple[str, int] | None:
+        """Why the entry may not have one of its `unique:` values (aggregates/unique.py) and
+        the ReturnValue (the value's code, else invalid_code); None for a removal, which
+        takes no value from anyone. `working`: a resume of this daemon's claim of it.
+        Raises DirectoryUnavailable."""
+        if not spec.unique or spec.lifecycle.request(request).effect == "remove":
+            return None
+        found = self.clashing(spec, uuid, dn, values, working)
+        if found is None:
+            return None
+        code = next((value.code for value in spec.values if value.name == found.rule.value), None)
+        return found.message, code or spec.invalid_code
+
+    def clashing(self, spec: ServiceSpec, uuid: str, dn: str, values: Mapping[str, Any],
+                 working: bool = False) -> Clash | None:
+        """The Clash, if any. The others: the active entries (the mirror, the jobs in flight
+        laid over) and the requested or claimed ones the directory holds (a burst's other
+        new entries). The entry is settled when the mirror holds it provisioned with these
+        very values, in flight when `working`, else new."""
+        found, unsettled = self.aggregates.with_overlays(spec)
+        own = found.get(uuid)
+        stage = (SETTLED if own is not None and uuid not in unsettled and own.values == values
+                 else IN_FLIGHT if working else NEW)
+        requested = {holder.uuid: holder for holder in self._requested(spec)}
+        # The directory says best whether an entry is provisioned: a job that has reported
+        # may still be laid over the files, a claim the mirror showed may be done by now.
+        others = [holder if holder.stage == SETTLED else
+                  requested.pop(holder.uuid, replace(holder, stage=SETTLED))
+                  for holder in holders(found, unsettled, set(self.aggregates.overlays(spec)))]
+        others += [holder for key, holder in requested.items() if key not in found]
+        return clash(spec.unique, Holder(uuid, dn, values, stage), others, spec.values)
+
+    def _requested(self, spec: ServiceSpec) -> list[Holder]:
+        """The active entries of `spec` the directory holds requested (NEW) or claimed and
+        not failed (IN_FLIGHT) for an add or a modify, with valid values."""
+        cycle, names = spec.lifecycle, spec.attributes
+        modes = [mode for request in cycle.requests if request.effect != "remove"
+                 for mode in (request.name, request.working)]
+        wanted = (f"(&{spec.filter}{spec.active}(|"
+                  + "".join(f"({names.mode}={mode})" for mode in modes)
+                  + f")({names.state}=0))")
+        found = []
+        for entry in self.aggregates.directory.search(spec.base, wanted, spec.ldap_attributes(),
+                                                      scope=spec.scope):
+            state = lifecycle.read_state(names, entry.attributes, cycle)
+            if lifecycle.is_failed(state):
+                continue
+            try:
+                values = parse_entry(spec.values, entry.attributes)
+            except InvalidValue:
+                continue
+            stage = NEW if state.request is not None else IN_FLIGHT
+            found.append(Holder(entry.uuid, entry.dn, values, stage))
+        return found
 
     def _provisioned(self, spec: ServiceSpec, uuid: str) -> dict[str, Any] | None:
         """The values this daemon last provisioned the entry with (None: not known)."""

@@ -121,6 +121,14 @@ def _steps(data: Mapping[str, Any]) -> list[str]:
     return _table(("mode", "step", "type", "ReturnValue when it fails"), rows)
 
 
+def _unique(item: Any) -> str:
+    """One `unique:` item: `NAME`, or `NAME` per parent."""
+    if isinstance(item, Mapping):
+        per = " (per parent)" if item.get("per") == "parent" else ""
+        return f"`{_line(item.get('value'))}`{per}"
+    return f"`{_line(item)}`"
+
+
 def kind_section(name: str, directory: Path) -> list[str]:
     own = read_yaml(directory / f"{name}.yaml")
     data = find_kind(name, Where(str(directory / f"{name}.yaml")), dirs=(directory,))
@@ -138,6 +146,9 @@ def kind_section(name: str, directory: Path) -> list[str]:
               f" (with the default vars); the mode attribute "
               f"`{state.get('mode', 'sstProvisioningMode')}`; invalid_code "
               f"{data.get('invalid_code', 1)}.", ""]
+    if data.get("unique"):
+        lines += ["Unique (no two active entries share it; the later one fails): "
+                  + ", ".join(_unique(item) for item in data["unique"]) + ".", ""]
     lines += ["### Vars", "", *_vars(data.get("vars") or {}, where), ""]
     lines += ["### Values", "", *_values(data.get("values") or {}), ""]
     if data.get("outputs"):

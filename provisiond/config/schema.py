@@ -131,6 +131,12 @@ def _check_str_list(value: Any, where: Where) -> tuple[str, ...]:
     return tuple(_check_str(item, where.child(i)) for i, item in enumerate(value))
 
 
+def _check_list(value: Any, where: Where) -> list[Any]:
+    if not isinstance(value, list):
+        raise where.error(f"must be a list, not {type(value).__name__}")
+    return value
+
+
 def mapping(data: Any, where: Where) -> Mapping[Any, Any]:
     """`data` as a mapping (absent, None: empty), or a ConfigError at `where`."""
     if data is None:
@@ -154,6 +160,7 @@ CHECKERS: dict[str, Callable[[Any, Where], Any]] = {
     "text": _check_text,  # any string, "" included
     "list": _check_str_list,
     "mapping": _check_mapping,  # checked further by `section` or by the reader of the key
+    "items": _check_list,  # a list of anything, checked further by the reader of the key
 }
 
 

@@ -234,6 +234,14 @@ SERVICE = Section(
                "value's code, then invalid_code) when one does not exist, is not an entry of "
                "SERVICE, is inactive, is being deleted or has failed."),
         Option("dependents", "mapping", DEPENDENTS.doc, section=DEPENDENTS),
+        Option("unique", "items", "Values no two active or in-flight entries of the service "
+               "may share, e.g. `[iqn, {value: lun, per: parent}]` (`per: parent`: only among "
+               "the entries below one parent; a multi-valued value: no item shared). An entry "
+               "whose value another keeps fails with the value's code (else invalid_code), "
+               "the message naming the value and the other entry; a file of all entries "
+               "leaves it out. Who keeps it: the entry provisioned with it, then one being "
+               "provisioned (claimed), then of two at one stage (two new ones of a burst) the "
+               "one whose DN sorts first.", default=()),
         Option("serialize", "text", "A key (a template over the entry's values, refs, vars, "
                "entry and service, e.g. `\"{{ refs.library.dn }}\"`): at most one job with the "
                "same key is in its steps at a time, across every service with a `serialize`; "

@@ -33,6 +33,7 @@ from provisiond.model.settings import (
     ServiceSpec,
     StateAttributes,
     Step,
+    Unique,
 )
 from provisiond.model.states import LIFECYCLES, Lifecycle
 from provisiond.model.value_types import NAME_RE
@@ -173,6 +174,30 @@ def _dependents(given: Mapping[str, Any], where: Where,
         if name not in declared:
             raise where.child("fixed").child(i).error(f"{name!r} is not a declared value")
     return Dependents(code=given["code"], delete=given["delete"], fixed=tuple(given["fixed"]))
+
+
+def _unique(data: Any, where: Where, values: tuple[ValueSpec, ...]) -> tuple[Unique, ...]:
+    """`unique:`: a list of declared value names, or `{value: NAME, per: parent}` for a value
+    unique only among the entries below one parent."""
+    declared = {spec.name for spec in values}
+    if not isinstance(data, list | tuple):
+        raise where.error("must be a list of value names (or {value, per})")
+    found = []
+    for i, item in enumerate(data):
+        at = where.child(i)
+        given = readers.options(item, at, ("value", "per"), shorthand="value")
+        name = given.get("value")
+        if not isinstance(name, str) or name not in declared:
+            raise (at if isinstance(item, str) else at.child("value")).error(
+                f"must name a declared value, not {name!r}")
+        per = given.get("per", "service")
+        if per not in ("service", "parent"):
+            raise at.child("per").error(f"must be service or parent, not {per!r}")
+        rule = Unique(name, per_parent=per == "parent")
+        if rule in found:
+            raise at.error(f"{name!r} is listed twice")
+        found.append(rule)
+    return tuple(found)
 
 
 def _expand(text: str, vars_: Mapping[str, Any], where: Where, env: jinja2.Environment) -> str:
@@ -330,6 +355,7 @@ def read_service(
          where.child("references"), values, given.get("invalid_code", 1))
     part("dependents", ("values",), _dependents, given.get("dependents"),
          where.child("dependents"), values)
+    part("unique", ("values",), _unique, given.get("unique"), where.child("unique"), values)
     part("serialize", (), _step_types().serialize_key, given.get("serialize"),
          where.child("serialize"), env)
     part("status", ("vars",), _status, given.get("status"), vars_, where.child("status"), env)

@@ -2,8 +2,8 @@
 
 Between reading an entry and claiming it, the engine decides what the claim is for: the
 entry's values validated with their types, its DN checked, the entries it references found
-(or waited for), the request's preconditions met, and a delete or change of an entry others
-still reference refused (`dependents:`). A problem with the entry itself is not decided here
+(or waited for), no `unique:` value another entry keeps, the request's preconditions met,
+and a delete or change of an entry others still reference refused (`dependents:`). A problem with the entry itself is not decided here
 but carried to the claim: a claimed entry with an invalid value is reported failed with the
 value's code and a message, so the portal sees it. What cannot be decided now is deferred:
 the directory went away, a referenced entry is still being provisioned, or a precondition is
@@ -79,6 +79,11 @@ class Intake:
                     return Deferred("waiting", found.waiting.reason, found.waiting, seen)
                 self.waiting.over(spec.name, entry.uuid)
                 refs, invalid, code = dict(found.refs), found.failure, found.code or code
+            if invalid is None:  # a value another entry has (`unique:`, aggregates/unique.py)
+                clash = self.resolver.clash(spec, request, entry.uuid, entry.dn, values,
+                                            working=not requested)
+                if clash is not None:
+                    invalid, code = clash
             if invalid is None and requested:
                 unmet = lifecycle.preconditions_met(spec.preconditions.get(request, {}), values)
                 if unmet:

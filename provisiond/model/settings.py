@@ -180,6 +180,17 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Unique:
+    """A value no two active or in-flight entries of the service may share (`unique:`), all
+    over the service or, `per_parent`, among the entries below one parent: an iSCSI target's
+    IQN, a LUN number per target. The entry that came later fails with the value's code
+    (aggregates/unique.py); a multi-valued value clashes when any item is another's."""
+
+    value: str  # the declared value's name
+    per_parent: bool = False  # only entries with the same parent DN compare
+
+
+@dataclass(frozen=True)
 class Dependents:
     """What a service's entries allow while entries of other services reference them
     (`dependents:`): a delete, and a modify of a `fixed` value, are refused with `code`."""
@@ -208,6 +219,7 @@ class ServiceSpec:
     invalid_code: int = 1  # ReturnValue when a value fails validation
     references: tuple[Reference, ...] = ()  # entries of other services it needs: `refs`
     dependents: Dependents = field(default_factory=Dependents)  # when others reference it
+    unique: tuple[Unique, ...] = ()  # values no two entries share (aggregates/unique.py)
     admin_hooks: AdminHooks = field(default_factory=AdminHooks)
     lifecycle: Lifecycle = RESOURCE  # the modes its entries move through (model/states.py)
     serialize: str = ""  # a key template: one job per key in the steps at a time (core/serialize)

@@ -118,8 +118,9 @@ class Previewer:
                               f"{exc.code or spec.invalid_code})")
             return result
         found = self.resolver.check(spec, chosen, entry.dn, values)
-        failure = (found.failure, found.code) if found.failure else self.resolver.refused(
-            spec, chosen, entry.dn, entry.uuid, values)
+        failure = ((found.failure, found.code) if found.failure else
+                   self.resolver.clash(spec, chosen, entry.uuid, entry.dn, values)
+                   or self.resolver.refused(spec, chosen, entry.dn, entry.uuid, values))
         if failure is not None:
             result.invalid = (f"validate: {failure[0]} (the daemon would report ReturnValue "
                               f"{failure[1]})")

@@ -197,6 +197,9 @@ class StaticAggregates(Aggregates):
             def current(self) -> dict[str, Member]:
                 return dict(members)
 
+            def current_state(self) -> tuple[dict[str, Member], set[str]]:
+                return dict(members), set()  # every mirrored entry provisioned
+
         return Static()
 
 
@@ -216,11 +219,16 @@ class World:
 
     def job(self, values: Mapping[str, Any], spec: ServiceSpec | None = None) -> Job | str:
         """The add job of the entry under test with its references resolved as the engine
-        resolves them, or why the engine would not run its steps (a reference fails)."""
+        resolves them, or why the engine would not run its steps (a reference fails, or a
+        `unique:` value another entry has: the entry under test is new)."""
         spec = spec or self.spec
-        resolution = Resolver(self.aggregates).check(spec, "add", self.dn, values)
+        resolver = Resolver(self.aggregates)
+        resolution = resolver.check(spec, "add", self.dn, values)
         if resolution.failure or resolution.waiting:
             return resolution.failure or f"waits: {resolution.waiting}"
+        clash = resolver.clash(spec, "add", HOSTILE_UUID, self.dn, values)
+        if clash is not None:
+            return clash[0]
         return Job(spec, HOSTILE_UUID, self.dn, "add", values, resolution.refs)
 
 

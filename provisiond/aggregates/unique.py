@@ -1,0 +1,110 @@
+"""Values no two entries of a service may share (`unique:`), decided as pure functions.
+
+Many entries render into ONE file (tgt's targets.conf, scst.conf). Two targets with one IQN,
+or two LUNs of a target with one LUN number, make that file invalid for its reader, and then
+every entry rendered into it fails, not only the one that brought the duplicate. So the entry
+that came later fails alone, at its examination (core/intake.py), with the value's code and a
+message naming the value and the other entry; the file keeps serving the others.
+
+Which one came first, deterministically (the stage, then the DN):
+1. an entry *settled* with the value (provisioned with it: in the files, no change of it
+   pending, in flight or failed) keeps it before any other;
+2. then an entry *in flight* with it (claimed: its steps run; it was examined before the
+   others came);
+3. then a *new* one (an add or a modify requested, not claimed yet): between two of one stage
+   (two new ones of one burst, or two settled ones made before `unique:` was declared) the
+   one whose DN sorts first (lowercased) keeps it.
+A failed entry keeps nothing. Files of all entries apply the same rule
+(aggregates/mirror.py `Aggregates.entries`): an entry that lost is left out of them, so the
+file stays valid even when two new entries passed their examinations at the same moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from provisiond.aggregates.references import parent_dn
+from provisiond.model.settings import Unique
+from provisiond.model.values import ValueSpec
+
+SETTLED, IN_FLIGHT, NEW = 0, 1, 2  # stages, in the order they keep a value
+WHY = {SETTLED: "it is provisioned with it", IN_FLIGHT: "it is being provisioned with it",
+       NEW: "it is also new and its DN sorts first"}
+
+
+@dataclass(frozen=True)
+class Holder:
+    """An entry as the decision sees it, at its `stage` (SETTLED, IN_FLIGHT, NEW)."""
+
+    uuid: str
+    dn: str
+    values: Mapping[str, Any]
+    stage: int
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """Sorts the entry that keeps a shared value first."""
+        return (self.stage, self.dn.lower())
+
+
+@dataclass(frozen=True)
+class Clash:
+    """`entry` may not have `value` of `rule`: `other` keeps it."""
+
+    rule: Unique
+    value: Any
+    other: Holder
+    secret: bool = False  # the value is never quoted
+
+    @property
+    def message(self) -> str:
+        shown = "its value" if self.secret else f"{self.value!s}"
+        where = " below the same parent" if self.rule.per_parent else ""
+        return (f'value "{self.rule.value}": {shown} is already used by {self.other.dn}'
+                f"{where}, and {WHY[self.other.stage]} (unique: each entry of the service needs its own, or the "
+                "file of all entries would be invalid for every entry)")
+
+
+def keys(rule: Unique, holder: Holder) -> set[tuple[str, str]]:
+    """What `holder` claims under `rule`: (its parent DN, lowercased, or '' when the rule is
+    service-wide; the item's text), for each item of the value (none when unset)."""
+    given = holder.values.get(rule.value)
+    items = given if isinstance(given, list | tuple) else [] if given is None else [given]
+    scope = (parent_dn(holder.dn) or "").lower() if rule.per_parent else ""
+    return {(scope, str(item)) for item in items}
+
+
+def clash(rules: Sequence[Unique], entry: Holder, others: Iterable[Holder],
+          values: Sequence[ValueSpec] = ()) -> Clash | None:
+    """Why `entry` may not have one of its values (the first rule, then the other entry that
+    keeps it first); None when it may. `others`: the service's other active and in-flight
+    entries; `values`: the declarations (a secret value is never quoted)."""
+    others = [other for other in others if other.uuid != entry.uuid]
+    secret = {spec.name for spec in values if spec.secret}
+    for rule in rules:
+        wanted = keys(rule, entry)
+        if not wanted:
+            continue
+        before = sorted((other for other in others if other.rank < entry.rank
+                         and wanted & keys(rule, other)), key=lambda other: other.rank)
+        if before:
+            shared = min(wanted & keys(rule, before[0]))
+            return Clash(rule, shared[1], before[0], rule.value in secret)
+    return None
+
+
+def losers(rules: Sequence[Unique], holders: Sequence[Holder],
+           values: Sequence[ValueSpec] = ()) -> dict[str, Clash]:
+    """The entries (uuid -> why) a file of all entries leaves out: each one that a kept entry
+    ranks before on a shared value. An entry left out keeps nothing from the ones after it."""
+    lost: dict[str, Clash] = {}
+    kept: list[Holder] = []
+    for holder in sorted(holders, key=lambda holder: holder.rank):
+        found = clash(rules, holder, kept, values)
+        if found is None:
+            kept.append(holder)
+        else:
+            lost[holder.uuid] = found
+    return lost

@@ -1,0 +1,101 @@
+"""`unique:` in the engine on a real slapd: an entry with a value another active entry has
+fails alone (the value's code, a message naming the value and the other entry), and the file
+of all entries keeps serving the others (the demo kind's index, `unique: [size]`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ldap3
+
+from provisiond.testing.slapd import Slapd
+from tests.core import test_engine
+from tests.support import (
+    DEMO_BASE,
+    add_item,
+    connect,
+    demo_service,
+    mode_of,
+    read,
+    request,
+    run_cli,
+    running,
+    wait_for,
+    write_config,
+)
+
+root = test_engine.root  # the fixture
+
+
+def unique_size(slapd: Slapd, tmp_path: Path, root: Path) -> tuple[ldap3.Connection, Path]:
+    """A connection, and the config of the demo kind with `unique: [size]`."""
+    return connect(slapd), write_config(tmp_path / "cfg", slapd,
+                                        demo_service(root, unique=["size"]))
+
+
+def index_lines(root: Path) -> list[str]:
+    return [line.split("\t")[0] + "\t" + line.split("\t")[1]
+            for line in (root / "index.conf").read_text().splitlines()[1:] if line.strip()]
+
+
+def failed(conn: ldap3.Connection, dn: str) -> dict[str, str]:
+    def done() -> dict[str, str] | None:
+        entry = read(conn, dn)
+        return entry if entry.get("provisiondReturnValue", "0") != "0" else None
+    return wait_for(done, what=f"{dn} failed")
+
+
+def test_the_second_entry_with_a_value_fails_alone_and_the_first_is_added(
+        slapd: Slapd, tmp_path: Path, root: Path) -> None:
+    conn, config = unique_size(slapd, tmp_path, root)
+    with running(config):
+        first = add_item(conn, "zulu", size="10M")
+        wait_for(lambda: mode_of(conn, first) == "added", what="zulu added")
+        other = add_item(conn, "other", size="20M")
+        second = add_item(conn, "alpha", size="10M")  # sorts first, but zulu is provisioned
+        entry = failed(conn, second)
+        wait_for(lambda: mode_of(conn, other) == "added", what="other added")
+        assert entry["provisiondReturnValue"] == "2"  # size has no code: invalid_code
+        assert entry["provisiondMode"] == "adding"
+        assert (f'value "size": 10485760 is already used by cn=zulu,{DEMO_BASE}, and it is '
+                "provisioned with it") in entry["provisiondMessage"]
+        assert index_lines(root) == ["other\t20971520", "zulu\t10485760"]
+        assert not (root / "items" / "alpha.conf").exists()  # no step of it ran
+
+        # a modify to another's value fails, and the index keeps its provisioned values
+        request(conn, other, "modify", provisiondSize="10M")
+        entry = failed(conn, other)
+        assert entry["provisiondReturnValue"] == "2"
+        assert f"already used by cn=zulu,{DEMO_BASE}" in entry["provisiondMessage"]
+        add_item(conn, "later", size="30M")  # renders the index again
+        wait_for(lambda: mode_of(conn, f"cn=later,{DEMO_BASE}") == "added", what="later added")
+        assert index_lines(root) == ["later\t31457280", "other\t20971520", "zulu\t10485760"]
+
+
+def test_two_new_entries_with_one_value_the_dn_sorting_first_keeps_it(
+        slapd: Slapd, tmp_path: Path, root: Path) -> None:
+    conn, config = unique_size(slapd, tmp_path, root)
+    with running(config):
+        later = add_item(conn, "bravo", size="10M")
+        first = add_item(conn, "alpha", size="10M")  # written after, sorts first
+        wait_for(lambda: mode_of(conn, first) == "added", what="alpha added")
+        entry = failed(conn, later)
+        # whichever is examined first, the other is in the directory already: new, requested
+        assert entry["provisiondReturnValue"] == "2", entry
+        assert f"already used by cn=alpha,{DEMO_BASE}" in entry["provisiondMessage"]
+        assert index_lines(root) == ["alpha\t10485760"]
+
+
+def test_render_shows_the_refusal(slapd: Slapd, tmp_path: Path, root: Path) -> None:
+    conn, config = unique_size(slapd, tmp_path, root)
+    with running(config):
+        first = add_item(conn, "zulu", size="10M")
+        wait_for(lambda: mode_of(conn, first) == "added", what="zulu added")
+    second = add_item(conn, "alpha", size="10M")
+    shown = run_cli("render", "--config", str(config), second)
+    assert shown.returncode != 0 or "INVALID" in shown.stdout, shown
+    assert (f'validate: value "size": 10485760 is already used by cn=zulu,{DEMO_BASE}'
+            in shown.stdout), shown.stdout
+    assert "(the daemon would report ReturnValue 2)" in shown.stdout
+    assert "zulu" in run_cli("render", "--config", str(config), first).stdout
+    assert "INVALID" not in run_cli("render", "--config", str(config), first).stdout
