@@ -56,8 +56,9 @@ def run_apply(ctx: Context, plan: Plan, path: Path, argv: Sequence[str],
                    msg="the next render of the file runs the apply again"))
     if result.timed_out:
         raise StepError(f"on_change {name} timed out and was killed (apply pending)")
-    if result.returncode == EXIT_RETRY:
-        raise StepError(f"on_change {name} asked to retry later (exit 75; apply pending)",
-                        transient=True)
+    if result.returncode == EXIT_RETRY:  # why (bacula-sd busy...): the message when retries end
+        why = tail(result, 2)
+        raise StepError(f"on_change {name} asked to retry later (exit 75; apply pending)"
+                        + (f": {why}" if why else ""), transient=True)
     raise StepError(f"on_change {name} exited {result.returncode} (apply pending): "
                     f"{tail(result, 2)}")

@@ -265,7 +265,9 @@ def test_a_crash_between_install_and_apply_is_applied_after_a_restart(
 
 ITEM_APPLY = """#!/bin/sh
 printf '%s\\n' "$1" >> "$2/applies.log"
-exit "$(cat "$2/apply.exit" 2>/dev/null || echo 0)"
+code="$(cat "$2/apply.exit" 2>/dev/null || echo 0)"
+[ "$code" = 75 ] && echo "apply-item: the target is in use by a session"
+exit "$code"
 """
 
 
@@ -314,6 +316,7 @@ def test_an_entry_file_applies_per_entry_when_it_changed(tmp_path: Path) -> None
     with pytest.raises(StepFailed) as caught:
         pipeline.run(job(config, "alpha", 2 * 2**20, "modify"))
     assert caught.value.transient and caught.value.code == 4
+    assert caught.value.message.endswith("the target is in use by a session")  # why it waits
     assert (root / "alpha.conf.prev").read_bytes() == first
     (root / "apply.exit").write_text("2\n")
     with pytest.raises(StepFailed) as caught:
