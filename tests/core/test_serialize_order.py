@@ -20,12 +20,18 @@ def _work(uuid: str, seq: int, service: str = "svc") -> Work:
     return Work(service, uuid, f"cn={uuid}", seqs=(seq,))
 
 
-def test_a_later_arrival_waits_for_an_earlier_one_still_being_looked_at() -> None:
+def _two_looked_at() -> tuple[ServiceKeys, list[Work], Work, Work]:
+    """Keys, the work they resume, and works a (arrived first) and b, both being looked at."""
     keys, resumed = _keys()
-    spec = _spec("lib")
     first, second = _work("a", 1), _work("b", 2)
     keys.begin(first)
     keys.begin(second)
+    return keys, resumed, first, second
+
+
+def test_a_later_arrival_waits_for_an_earlier_one_still_being_looked_at() -> None:
+    keys, resumed, first, second = _two_looked_at()
+    spec = _spec("lib")
     assert keys.admit(second, _job(spec, "b")) is Admission.PARKED  # the key is free, but a
     assert keys.admit(first, _job(spec, "a")) is Admission.GO  # came first
     keys.release("a")
@@ -34,10 +40,7 @@ def test_a_later_arrival_waits_for_an_earlier_one_still_being_looked_at() -> Non
 
 
 def test_an_earlier_arrival_that_never_asks_for_a_key_lets_the_later_one_go() -> None:
-    keys, resumed = _keys()
-    first, second = _work("a", 1), _work("b", 2)
-    keys.begin(first)
-    keys.begin(second)
+    keys, resumed, first, second = _two_looked_at()
     assert keys.admit(second, _job(_spec("lib"), "b")) is Admission.PARKED
     keys.end(first)  # invalid, waiting for a reference, not ours...: no admit
     assert resumed == [second] and keys.held("b") == "lib"
@@ -46,10 +49,7 @@ def test_an_earlier_arrival_that_never_asks_for_a_key_lets_the_later_one_go() ->
 
 
 def test_an_earlier_arrival_wanting_another_key_lets_the_later_one_go_once_it_has_it() -> None:
-    keys, resumed = _keys()
-    first, second = _work("a", 1), _work("b", 2)
-    keys.begin(first)
-    keys.begin(second)
+    keys, resumed, first, second = _two_looked_at()
     assert keys.admit(second, _job(_spec("lib-{{ values.owner }}"), "b")) is Admission.PARKED
     assert keys.admit(first, _job(_spec("lib-{{ values.owner }}"), "a", owner="y")) is (
         Admission.GO)
@@ -76,10 +76,7 @@ def test_other_services_arrivals_do_not_hold_a_key_back() -> None:
 
 
 def test_a_stop_drops_the_held_back_too() -> None:
-    keys, resumed = _keys()
-    first, second = _work("a", 1), _work("b", 2)
-    keys.begin(first)
-    keys.begin(second)
+    keys, resumed, first, second = _two_looked_at()
     assert keys.admit(second, _job(_spec("lib"), "b")) is Admission.PARKED
     assert keys.close() == [second] and keys.parked() == 0
     keys.end(first)
