@@ -98,13 +98,26 @@ def clash(rules: Sequence[Unique], entry: Holder, others: Iterable[Holder],
 def losers(rules: Sequence[Unique], holders: Sequence[Holder],
            values: Sequence[ValueSpec] = ()) -> dict[str, Clash]:
     """The entries (uuid -> why) a file of all entries leaves out: each one that a kept entry
-    ranks before on a shared value. An entry left out keeps nothing from the ones after it."""
+    ranks before on a shared value. An entry left out keeps nothing from the ones after it.
+    One pass in rank order over what the kept ones claim (each render of a file of all
+    entries asks: comparing every pair made a burst of n entries cost O(n^2) per render)."""
+    secret = {spec.name for spec in values if spec.secret}
+    claimed: list[dict[tuple[str, str], Holder]] = [{} for _ in rules]
     lost: dict[str, Clash] = {}
-    kept: list[Holder] = []
     for holder in sorted(holders, key=lambda holder: holder.rank):
-        found = clash(rules, holder, kept, values)
-        if found is None:
-            kept.append(holder)
-        else:
+        wanted = [keys(rule, holder) for rule in rules]
+        found = None
+        for rule, owners, mine in zip(rules, claimed, wanted, strict=True):
+            taken = sorted((owners[key].rank, key) for key in mine if key in owners)
+            if taken:
+                owner = owners[taken[0][1]]
+                shared = min(key for key in mine if owners.get(key) is owner)
+                found = Clash(rule, shared[1], owner, rule.value in secret)
+                break
+        if found is not None:
             lost[holder.uuid] = found
+            continue
+        for owners, mine in zip(claimed, wanted, strict=True):
+            for key in mine:
+                owners[key] = holder
     return lost
