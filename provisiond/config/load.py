@@ -180,9 +180,10 @@ def _with_parts(data: Mapping[str, Any], path: Path, dirs: tuple[Path, ...]) -> 
         raise where.error("must be a list of part names (etc/kinds/parts/NAME.yaml)")
     merged: dict[str, Any] = {k: v for k, v in data.items() if k != "include"}
     for i, name in enumerate(names):
-        found = next((d / "parts" / f"{name}.yaml" for d in dirs
-                      if (d / "parts" / f"{name}.yaml").is_file()), None)
-        if found is None or "/" in name:
+        found = None if "/" in name else next(  # a name, never a path out of parts/
+            (d / "parts" / f"{name}.yaml" for d in dirs
+             if (d / "parts" / f"{name}.yaml").is_file()), None)
+        if found is None:
             raise where.child(i).error(f"no part {name!r} (searched parts/ of "
                                        f"{', '.join(str(d) for d in dirs)})")
         part = read_yaml(found)

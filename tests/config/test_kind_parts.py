@@ -36,6 +36,7 @@ def test_a_part_gives_vars_and_roots_and_the_kind_refines_them(tmp_path: Path) -
 
 @pytest.mark.parametrize(("include", "part", "reason"), [
     (["missing"], {"vars": {}}, "no part 'missing'"),
+    (["../k"], {"vars": {}}, "no part '../k'"),  # a name, not a path (k.yaml is there)
     ("shared", {"vars": {}}, "must be a list of part names"),
     (["shared"], {"steps": {}}, "a part is a mapping of vars, values, roots"),
 ])
