@@ -101,3 +101,31 @@ def test_concurrent_workers_settle_every_change() -> None:
         thread.join()
     assert mark.outstanding == 0
     assert mark.safe_cookie() == "last"
+
+
+def test_changes_delivered_and_handled_in_any_order_release_cookies_correctly() -> None:
+    """Against a plain model (min over what is outstanding), in shuffled orders, with a
+    change delivered twice (a re-delivery after a reconnect) among them."""
+    import random
+
+    for seed in range(50):
+        rng = random.Random(seed)
+        mark, outstanding, cookies, safe = Watermark(), set(), [], None
+        seqs = list(range(1, 60))
+        for seq in seqs:
+            mark.delivered(seq)
+            outstanding.add(seq)
+            if rng.random() < 0.2:
+                mark.delivered(seq)
+            if rng.random() < 0.3:
+                mark.cookie(f"c{seq}", covers=seq)
+                cookies.append((seq, f"c{seq}"))
+        rng.shuffle(seqs)
+        for seq in seqs:
+            mark.handled(seq)
+            outstanding.discard(seq)
+            oldest = min(outstanding) if outstanding else None
+            while cookies and (oldest is None or cookies[0][0] < oldest):
+                safe = cookies.pop(0)[1]
+            assert mark.safe_cookie() == safe, (seed, seq)
+        assert mark.outstanding == 0
