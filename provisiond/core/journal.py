@@ -25,16 +25,14 @@ hook a second time beside the winner. So a record is resumed only when ownership
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.directory.decode import UUID, same_dn
-from provisiond.host.files import atomic_write
+from provisiond.host.recordlog import RecordLog
 from provisiond.model.lifecycle import claim_message
 
 CONFIRMED = "confirmed"
@@ -72,64 +70,61 @@ def ownership(claim: Claim, *, message: str | None, has_message: bool,
 
 
 class Journal:
+    """The claims of one service, in one append-only file (host/recordlog.py):
+    `state_dir/inflight/<service>/claims.log`. Recording a claim is one appended line and one
+    fdatasync before the claim is sent; confirming it, one more; forgetting it, a line that
+    is not synced (see `forget`). Records of the earlier layout, one file per entryUUID in the
+    same directory, are taken over on first use."""
+
     def __init__(self, state_dir: Path, service: str) -> None:
         self.directory = state_dir / "inflight" / service
+        self._log = RecordLog(self.directory / "claims.log", legacy=UUID)
 
-    def _path(self, uuid: str) -> Path:
+    @staticmethod
+    def _checked(uuid: str) -> str:
         if not UUID.fullmatch(uuid):
             raise ValueError(f"not an entryUUID: {uuid!r}")
-        return self.directory / uuid
+        return uuid
 
     def record(self, claim: Claim) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Durable when this returns: the claim may be sent."""
         text = f"{claim.request}\n{claim.dn}\n{claim.token}\n"
         if claim.confirmed:
             text += f"{CONFIRMED}\n"
-        atomic_write(self._path(claim.uuid), text.encode(), mode=0o600)
+        self._log.put(self._checked(claim.uuid), text)
 
     def confirm(self, uuid: str) -> None:
-        """The server acknowledged the claim: one appended, fsynced line (no rename needed,
-        a torn append reads as unconfirmed, which is the safe side)."""
-        fd = os.open(self._path(uuid), os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.write(fd, f"{CONFIRMED}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """The server acknowledged the claim (durable when this returns; a crash before it
+        leaves the claim unconfirmed, which is the safe side)."""
+        text = self._log.get(self._checked(uuid))
+        if text is None:
+            raise LookupError(f"no claim recorded for {uuid}")
+        if CONFIRMED not in text.split("\n")[2:]:
+            self._log.put(uuid, text + f"{CONFIRMED}\n")
 
     def holds(self, uuid: str) -> bool:
-        return self._path(uuid).exists()
+        return self._checked(uuid) in self._log
 
     def forget(self, uuid: str) -> None:
         """The claim's outcome is in the directory: the record goes. Not made durable (no
-        directory fsync, one less per entry): a record a crash brings back names an entry
-        that is no longer stranded, and a resume forgets it after one read."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(uuid))
+        fdatasync, one less per entry): a record a crash brings back names an entry that is
+        no longer stranded, and a resume forgets it after one read. The next durable record
+        syncs this line with it."""
+        self._log.delete(self._checked(uuid), durable=False)
 
     def get(self, uuid: str) -> Claim | None:
-        return self._read(self._path(uuid))
+        text = self._log.get(self._checked(uuid))
+        return None if text is None else self._parse(uuid, text)
 
     def claims(self) -> list[Claim]:
-        if not self.directory.is_dir():
-            return []
-        found = []
-        for path in sorted(self.directory.iterdir()):
-            if not UUID.fullmatch(path.name):
-                continue  # temp files of an interrupted write
-            claim = self._read(path)
-            if claim is not None:
-                found.append(claim)
-        return found
+        found = (self._parse(uuid, text) for uuid, text in self._log.items())
+        return [claim for claim in found if claim is not None]
 
     @staticmethod
-    def _read(path: Path) -> Claim | None:
-        try:
-            lines = path.read_text(encoding="utf-8").split("\n")
-        except (OSError, UnicodeDecodeError):
-            return None
+    def _parse(uuid: str, text: str) -> Claim | None:
+        lines = text.split("\n")
         if len(lines) < 2:
             return None
         token = lines[2] if len(lines) > 2 and re.fullmatch(r"[0-9a-f]*", lines[2]) else ""
-        return Claim(uuid=path.name, dn=lines[1], request=lines[0], token=token,
+        return Claim(uuid=uuid, dn=lines[1], request=lines[0], token=token,
                      confirmed=CONFIRMED in lines[2:])

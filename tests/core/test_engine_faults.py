@@ -363,7 +363,7 @@ def test_an_exception_inside_a_step_fails_the_entry(
     assert entry["provisiondReturnValue"] == "7"  # the step's code
     assert "ZeroDivisionError" in entry["provisiondMessage"]
     assert engine.counters.failed == 1
-    assert not list((tmp_path / "cfg" / "state" / "inflight" / "demo").iterdir())
+    assert Journal(tmp_path / "cfg" / "state", "demo").claims() == []
 
 
 # -- 8.12: a tenant whose later modify was rejected stays in aggregates across restarts -----------

@@ -37,12 +37,20 @@ def test_a_record_reads_back_as_the_claim_and_is_private(journal: Journal) -> No
     assert journal.holds(UUID_A)
     assert journal.get(UUID_A) == made
     assert journal.claims() == [made]
-    path = journal.directory / UUID_A
+    path = journal.directory / "claims.log"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.parent == journal.directory and journal.directory.name == "demo"
+    assert journal.directory == journal.directory.parent / "demo"
 
 
-def test_forget_removes_the_record(journal: Journal) -> None:
+def test_records_are_on_disk_when_record_returns(journal: Journal, tmp_path: Path) -> None:
+    """What a daemon killed right after `record` finds on its next start (a fresh Journal
+    reads the file; nothing is closed or flushed in between)."""
+    made = claim()
+    journal.record(made)
+    assert Journal(tmp_path / "state", "demo").claims() == [made]
+
+
+def test_forget_removes_the_record(journal: Journal, tmp_path: Path) -> None:
     journal.record(claim(UUID_A))
     journal.record(claim(UUID_B))
     journal.forget(UUID_A)
@@ -50,6 +58,7 @@ def test_forget_removes_the_record(journal: Journal) -> None:
     assert journal.get(UUID_A) is None
     assert [c.uuid for c in journal.claims()] == [UUID_B]
     journal.forget(UUID_A)  # forgetting twice is harmless (a report after a resume)
+    assert [c.uuid for c in Journal(tmp_path / "state", "demo").claims()] == [UUID_B]
 
 
 def test_services_keep_separate_journals(tmp_path: Path) -> None:
@@ -59,8 +68,8 @@ def test_services_keep_separate_journals(tmp_path: Path) -> None:
 
 
 def test_an_empty_journal_has_no_claims(journal: Journal) -> None:
-    assert not journal.directory.exists()
     assert journal.claims() == []
+    assert not journal.directory.exists()  # nothing is written until a claim is
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "x", UUID_A.upper(), UUID_A + "\n", ""])
@@ -74,17 +83,17 @@ def test_only_entry_uuids_name_records(journal: Journal, bad: str) -> None:
 # -- confirmation --------------------------------------------------------------------------------
 
 
-def test_confirm_appends_a_line_the_claim_reads_as_confirmed(journal: Journal) -> None:
+def test_confirm_makes_the_claim_read_as_confirmed(journal: Journal, tmp_path: Path) -> None:
     made = claim()
     journal.record(made)
     assert journal.get(UUID_A).confirmed is False  # type: ignore[union-attr]
     journal.confirm(UUID_A)
-    again = journal.get(UUID_A)
-    assert again is not None and again.confirmed is True
-    assert (again.uuid, again.dn, again.request, again.token) == (
-        made.uuid, made.dn, made.request, made.token)
-    text = (journal.directory / UUID_A).read_text()
-    assert text.endswith(f"\n{CONFIRMED}\n") and text.count(CONFIRMED) == 1
+    journal.confirm(UUID_A)  # again: still one confirmation
+    for reader in (journal, Journal(tmp_path / "state", "demo")):
+        again = reader.get(UUID_A)
+        assert again is not None and again.confirmed is True
+        assert (again.uuid, again.dn, again.request, again.token) == (
+            made.uuid, made.dn, made.request, made.token)
 
 
 def test_a_record_written_confirmed_reads_confirmed(journal: Journal) -> None:
@@ -93,47 +102,60 @@ def test_a_record_written_confirmed_reads_confirmed(journal: Journal) -> None:
 
 
 def test_confirm_without_a_record_raises(journal: Journal) -> None:
-    journal.directory.mkdir(parents=True)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(LookupError, match="no claim"):
         journal.confirm(UUID_A)
 
 
-@pytest.mark.parametrize("torn", ["", "c", "confir", "confirme"])
-def test_a_torn_confirmation_reads_as_unconfirmed(journal: Journal, torn: str) -> None:
+@pytest.mark.parametrize("cut", [1, 10, 30, -2])
+def test_a_torn_confirmation_reads_as_unconfirmed(journal: Journal, tmp_path: Path,
+                                                  cut: int) -> None:
+    """The confirmation's line cut short by a crash: the claim is still there, unconfirmed
+    (the safe side), and records made after the restart are read back whole."""
     journal.record(claim())
-    with open(journal.directory / UUID_A, "a", encoding="utf-8") as handle:
-        handle.write(torn)  # the append cut short by a crash
-    found = journal.get(UUID_A)
-    assert found is not None and found.confirmed is False  # the safe side
+    log = journal.directory / "claims.log"
+    whole = log.read_bytes()
+    journal.confirm(UUID_A)
+    line = log.read_bytes()[len(whole):]
+    log.write_bytes(whole + line[:cut])
+    after = Journal(tmp_path / "state", "demo")
+    found = after.get(UUID_A)
+    assert found is not None and found.confirmed is False
+    after.record(claim(UUID_B))
+    assert [c.uuid for c in Journal(tmp_path / "state", "demo").claims()] == [UUID_A, UUID_B]
 
 
-# -- what a crash leaves behind ----------------------------------------------------------------------
+# -- what a crash or an earlier version leaves behind ------------------------------------------------
 
 
-def test_leftovers_of_an_interrupted_write_are_not_claims(journal: Journal) -> None:
-    journal.record(claim(UUID_A))
-    (journal.directory / f".{UUID_B}.tmp").write_text("add\ncn=b\n")  # temp of a rename
-    (journal.directory / UUID_B).write_text("add")  # a record without its DN line
-    assert [c.uuid for c in journal.claims()] == [UUID_A]
-    assert journal.get(UUID_B) is None
+def test_records_of_the_one_file_per_claim_layout_are_taken_over(tmp_path: Path) -> None:
+    """An upgrade with claims in flight: the earlier layout's files (one per entryUUID) become
+    records of the log and are removed; a temp file of an interrupted write, a file without
+    its DN line and an undecodable one are not claims."""
+    directory = tmp_path / "state" / "inflight" / "demo"
+    directory.mkdir(parents=True)
+    (directory / UUID_A).write_text(f"add\n{DN}\n{'ab' * 10}\n{CONFIRMED}\n")
+    (directory / f".{UUID_B}.tmp").write_text("add\ncn=b\n")  # temp of a rename
+    (directory / UUID_B).write_text("add")  # a record without its DN line
+    (directory / "0b6f2c1e-8d3a-4f5b-9c7d-1a2b3c4d5e60").write_bytes(b"add\n\xff\xfe\n")
+    journal = Journal(tmp_path / "state", "demo")
+    assert journal.claims() == [Claim(UUID_A, DN, "add", token="ab" * 10, confirmed=True)]
+    assert not (directory / UUID_A).exists()
+    assert Journal(tmp_path / "state", "demo").claims() == journal.claims()
 
 
-def test_an_undecodable_record_is_skipped(journal: Journal) -> None:
-    journal.record(claim(UUID_A))
-    (journal.directory / UUID_B).write_bytes(b"add\n\xff\xfe\n")
-    assert [c.uuid for c in journal.claims()] == [UUID_A]
-
-
-def test_a_record_of_an_older_version_without_a_token_still_reads(journal: Journal) -> None:
-    journal.directory.mkdir(parents=True)
-    (journal.directory / UUID_A).write_text(f"delete\n{DN}\n")
+def test_a_record_of_an_older_version_without_a_token_still_reads(tmp_path: Path) -> None:
+    directory = tmp_path / "state" / "inflight" / "demo"
+    directory.mkdir(parents=True)
+    (directory / UUID_A).write_text(f"delete\n{DN}\n")
+    journal = Journal(tmp_path / "state", "demo")
     assert journal.get(UUID_A) == Claim(uuid=UUID_A, dn=DN, request="delete", token="")
 
 
-def test_a_token_line_that_is_not_hex_is_no_token(journal: Journal) -> None:
-    journal.directory.mkdir(parents=True)
-    (journal.directory / UUID_A).write_text(f"add\n{DN}\nnot-a-token!\n")
-    assert journal.get(UUID_A).token == ""  # type: ignore[union-attr]
+def test_a_token_line_that_is_not_hex_is_no_token(tmp_path: Path) -> None:
+    directory = tmp_path / "state" / "inflight" / "demo"
+    directory.mkdir(parents=True)
+    (directory / UUID_A).write_text(f"add\n{DN}\nnot-a-token!\n")
+    assert Journal(tmp_path / "state", "demo").get(UUID_A).token == ""  # type: ignore[union-attr]
 
 
 # -- ownership --------------------------------------------------------------------------------------

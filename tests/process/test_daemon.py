@@ -14,6 +14,7 @@ from typing import Any
 import ldap3
 import pytest
 
+from provisiond.core.journal import Journal
 from provisiond.testing.slapd import Slapd
 from tests.support import (
     DEMO_BASE,
@@ -91,15 +92,15 @@ def test_sigkill_mid_pipeline_then_restart_completes(
         daemon.wait(timeout=10)
         entry = read(conn, dn)
         assert entry["provisiondMode"] == "adding" and "provisiondReturnValue" not in entry
-        journal = tmp_path / "cfg" / "state" / "inflight" / "slow" / uuid
-        assert journal.exists(), "the claim must be in the journal"
+        state = tmp_path / "cfg" / "state"
+        assert Journal(state, "slow").holds(uuid), "the claim must be in the journal"
 
         daemon = start_daemon(config, log=tmp_path / "daemon.log")
         wait_for(lambda: mode_of(conn, dn) == "added", timeout=30, what="resumed and added")
         assert read(conn, dn)["provisiondReturnValue"] == "0"
         assert (root / "crashy.txt").read_text() == expected_big("crashy")
         assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
-        assert not journal.exists()
+        assert not Journal(state, "slow").holds(uuid)
     finally:
         stop_daemon(daemon)
     assert "event=resume" in (tmp_path / "daemon.log").read_text()
