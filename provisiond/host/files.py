@@ -10,6 +10,9 @@ declared roots: normalized lexically and with symlinks in its existing parents r
 must end up strictly below a root. The last component is not resolved, so a symlink there is
 replaced or removed itself, never followed. This guards against hostile *values*; it does not
 make the tree safe against a local user who can swap directories for symlinks concurrently.
+Since this runs on every path, the kernel resolves the existing parents in one lookup (and
+names the result in /proc/self/fd); whatever it cannot vouch for goes through
+os.path.realpath, so the answer is always realpath's. Nothing is cached between calls.
 """
 
 from __future__ import annotations
@@ -37,24 +40,96 @@ SYSTEM_DIRECTORIES = frozenset(Path(p) for p in (
 ))
 
 
-def _lexical(text: str) -> Path:
+# The same, as text: confine compares normalized strings, not Paths (Path construction showed
+# up in profiles of the hot path, issue 12).
+_SYSTEM_DIRECTORY_TEXTS = frozenset(map(str, SYSTEM_DIRECTORIES))
+
+
+def _lexical(text: str) -> str:
     """Absolute and normalized without touching the filesystem ("//x/./y/.." is "/x")."""
-    return Path("/" + os.path.normpath(text).lstrip("/"))
+    return "/" + os.path.normpath(text).lstrip("/")
 
 
-def _root_forms(root: str | os.PathLike[str]) -> tuple[Path, Path]:
+def _kernel_name(fd: int) -> str:
+    """The kernel's name for what `fd` was opened on (a test replaces it to fake /proc)."""
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def _kernel_resolved(directory: str) -> str | None:
+    """`directory` with every symlink resolved by the kernel in one lookup, or None if its
+    name for it is not a path that leads back to the very directory opened now: /proc not
+    mounted, " (deleted)" appended, a directory reached in another mount namespace (through a
+    /proc magic link). Raises OSError if `directory` cannot be opened as a directory."""
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        name = _kernel_name(fd)
+        if not name.startswith("/"):
+            return None
+        opened, found = os.fstat(fd), os.stat(name)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if (opened.st_dev, opened.st_ino) != (found.st_dev, found.st_ino):
+        return None
+    return name
+
+
+def _realpath(path: str) -> str:
+    """`os.path.realpath(path)` for an absolute, lexically normalized `path` (no ".", "..",
+    or repeated "/"), which lstats every component from Python: here the kernel resolves the
+    deepest existing directory in one lookup instead, and any case it cannot vouch for falls
+    back to realpath itself, so the answer is always the same.
+
+    realpath resolves what exists and appends the rest as written. The rest is appended here
+    only when its first name does not exist or is neither a directory nor a symlink (then
+    nothing below it can exist either); a dangling symlink or one to a file is followed by
+    realpath, and a directory means the tree changed meanwhile, so both fall back. Any other
+    error (a loop, more than 40 links, no permission, no file descriptor left) falls back too.
+    """
+    head, missing = path, []
+    while True:
+        try:
+            real = _kernel_resolved(head)
+            break
+        except (FileNotFoundError, NotADirectoryError):
+            if head == "/":
+                return os.path.realpath(path)
+            head, name = head.rsplit("/", 1)
+            head = head or "/"
+            missing.append(name)
+        except OSError:
+            return os.path.realpath(path)
+    if real is None:
+        return os.path.realpath(path)
+    if not missing:
+        return real
+    missing.reverse()
+    try:
+        info = os.lstat(os.path.join(real, missing[0]))
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return os.path.realpath(path)
+    else:
+        if stat.S_ISLNK(info.st_mode) or stat.S_ISDIR(info.st_mode):
+            return os.path.realpath(path)
+    return os.path.join(real, *missing)
+
+
+def _root_forms(root: str | os.PathLike[str]) -> tuple[str, str]:
     """(normalized, symlinks resolved) forms of a service root; PathNotAllowed unless it is
     absolute and neither form is / or a system directory."""
     text = os.fspath(root)
     if not text or "\0" in text or not os.path.isabs(text):
         raise PathNotAllowed(f"root {text!r} is not an absolute path")
     lexical = _lexical(text)
-    resolved = Path(os.path.realpath(lexical))
+    resolved = _realpath(lexical)
     for form, how in ((lexical, "is"), (resolved, "resolves to")):
-        if form == form.parent:
+        if form == "/":
             raise PathNotAllowed(f"root {text} {how} / (normalised); a root must be a "
                                  "directory below it")
-        if form in SYSTEM_DIRECTORIES:
+        if form in _SYSTEM_DIRECTORY_TEXTS:
             raise PathNotAllowed(f"root {text} {how} the system directory {form}; use a "
                                  "directory below it")
     return lexical, resolved
@@ -64,7 +139,7 @@ def check_root(root: str | os.PathLike[str]) -> Path:
     """A service root, normalized; PathNotAllowed if it is relative, or if it (or what it
     resolves to now) is / or a system directory. `confine` checks again on every use, since
     a symlink may change after the configuration was loaded."""
-    return _root_forms(root)[0]
+    return Path(_root_forms(root)[0])
 
 
 def fsync_directory(directory: Path) -> None:
@@ -160,6 +235,12 @@ def install_temp(temp: Path, path: Path) -> None:
     fsync_directory(path.parent)
 
 
+def _below(candidate: str, bases: Sequence[str]) -> bool:
+    """Whether normalized `candidate` is strictly below one of the normalized `bases` (none
+    of them /), component-wise: /srv/backup2 is not below /srv/backup."""
+    return any(candidate.startswith(base + "/") for base in bases)
+
+
 def confine(path: str | Path, roots: Sequence[Path]) -> Path:
     """`path` made absolute and normalized, symlinks in its existing parents resolved; raises
     PathNotAllowed unless both the lexical and the resolved form are strictly below a root,
@@ -170,25 +251,22 @@ def confine(path: str | Path, roots: Sequence[Path]) -> Path:
     if not os.path.isabs(text):
         raise PathNotAllowed(f"{text}: not an absolute path")
     lexical = _lexical(text)
-    if lexical == lexical.parent:
+    if lexical == "/":
         raise PathNotAllowed(f"{text}: is the filesystem root")
-    resolved = Path(os.path.realpath(lexical.parent)) / lexical.name
+    parent, name = lexical.rsplit("/", 1)
+    resolved = os.path.join(_realpath(parent or "/"), name)
     # Roots were checked at load; again here (defence in depth, and symlinks may have moved).
     forms = [_root_forms(r) for r in roots]
     lexical_roots = [form[0] for form in forms]
     real_roots = [form[1] for form in forms]
-
-    def below(candidate: Path, bases: Sequence[Path]) -> bool:
-        return any(candidate != b and candidate.is_relative_to(b) for b in bases)
-
-    shown = ", ".join(map(str, lexical_roots)) or "(no roots)"
+    shown = ", ".join(lexical_roots) or "(no roots)"
     if lexical in lexical_roots or resolved in real_roots:
         raise PathNotAllowed(f"{text}: is an allowed root itself, not a path below one")
-    if not below(lexical, lexical_roots + real_roots):
+    if not _below(lexical, lexical_roots + real_roots):
         raise PathNotAllowed(f"{text}: outside the allowed roots ({shown})")
-    if not below(resolved, real_roots):
+    if not _below(resolved, real_roots):
         raise PathNotAllowed(f"{text}: leads to {resolved} through a symlink, outside {shown}")
-    return resolved
+    return Path(resolved)
 
 
 def make_directory(path: Path, *, mode: int, owner: tuple[int, int] | None) -> bool:

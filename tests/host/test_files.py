@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
 import stat
 from pathlib import Path
 
 import pytest
 
+from provisiond.host import files
 from provisiond.host.files import (
     PathNotAllowed,
     atomic_write,
@@ -265,3 +267,123 @@ def test_remove_path_is_idempotent(tmp_path: Path) -> None:
         assert remove_path(path) is False
     assert (keep / "precious").exists()  # links are removed, never followed
     assert remove_path(tmp_path / "never-existed") is False
+
+
+# --- the kernel resolver behind confine (issue 12): exactly os.path.realpath, fewer syscalls ---
+
+
+def build_tree(base: Path) -> list[str]:
+    """A tree of directories, a file and symlinks of every awkward kind; the names in it."""
+    (base / "d" / "e" / "f").mkdir(parents=True)
+    (base / "other").mkdir()
+    (base / "d" / "file").write_text("x")
+    links = {
+        "abs": f"{base}/other", "rel": "e/f", "up": "e/../..", "chain": "chain2",
+        "chain2": "rel", "dangling": "nowhere/deeper", "dangling-abs": f"{base}/missing/x",
+        "to-dangling": "dangling", "loop": "loop2", "loop2": "loop", "self": "self",
+        "to-file": "file", "via-file": "file/x", "dotdot-missing": "missing/../e",
+        "dotdot-file": "file/../e", "slash": "/", "usr-bin": "/bin", "etc": "/etc",
+        "proc-self": "/proc/self", "odd": f"//{base}/./d/../d/e/", "long0": "e",
+    }
+    for number in range(1, 46):  # more than the kernel's 40 links per lookup (ELOOP)
+        links[f"long{number}"] = f"long{number - 1}"
+    for name, target in links.items():
+        (base / "d" / name).symlink_to(target)
+    return ["d", "e", "f", "file", "other", "missing", "x", *links]
+
+
+def generated_paths(base: Path, names: list[str], count: int) -> list[str]:
+    """Lexically normalized absolute paths (as confine passes them) 1-5 names below `base`."""
+    rng = random.Random(12)
+    paths = [f"{base}/d/{name}" for name in names]
+    paths += ["/", "/etc", "/usr/bin", "/bin", "/proc/self", "/nonexistent/x", "/etc/passwd/x"]
+    for _ in range(count):
+        chosen = rng.choices(names, k=rng.randint(1, 5))
+        paths.append("/".join([str(base), "d", *chosen]))
+    return paths
+
+
+def mismatches(paths: list[str]) -> list[tuple[str, str, str]]:
+    return [(p, files._realpath(p), os.path.realpath(p)) for p in paths
+            if files._realpath(p) != os.path.realpath(p)]
+
+
+def test_resolver_matches_realpath_on_a_generated_tree(tmp_path: Path) -> None:
+    paths = generated_paths(tmp_path, build_tree(tmp_path), 3000)
+    assert mismatches(paths) == []
+
+
+@pytest.mark.parametrize("kernel_says", [
+    "raise",  # /proc not mounted
+    "(unreachable)/d",  # not an absolute path
+    "{base}/d/e (deleted)",  # removed since it was opened
+    "{base}/other",  # absolute, but not the directory opened (another mount namespace)
+])
+def test_resolver_falls_back_to_realpath_when_the_kernel_name_is_unusable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_says: str
+) -> None:
+    names = build_tree(tmp_path)
+
+    def kernel_name(fd: int) -> str:
+        if kernel_says == "raise":
+            raise FileNotFoundError("/proc/self/fd")
+        return kernel_says.format(base=tmp_path)
+
+    monkeypatch.setattr(files, "_kernel_name", kernel_name)
+    assert mismatches(generated_paths(tmp_path, names, 300)) == []
+
+
+def test_resolver_asks_the_kernel_not_each_component(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "a" / "b" / "c" / "d" / "e"
+    deep.mkdir(parents=True)
+    (tmp_path / "alias").symlink_to("a/b")
+    lstats: list[object] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda *a, **k: lstats.append(a) or real_lstat(*a, **k))
+    assert files._realpath(f"{tmp_path}/alias/c/d/e") == str(deep)
+    assert lstats == []
+    assert files._realpath(f"{tmp_path}/alias/c/new/newer") == f"{deep.parent.parent}/new/newer"
+    assert len(lstats) == 1  # only the first missing name: is it a symlink realpath follows?
+
+
+def outcome(path: str, roots: list[Path]) -> str:
+    try:
+        return str(confine(path, roots))
+    except PathNotAllowed as error:
+        return f"PathNotAllowed: {error}"
+
+
+def test_confine_decides_as_with_realpath(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = build_tree(tmp_path)
+    paths = generated_paths(tmp_path, names, 400)
+    d = tmp_path / "d"
+    root_sets = [[d], [d / "e", tmp_path / "other"], [d / "rel"], [d / "abs", d / "e"],
+                 [d / "chain"], [d / "up"], [d / "dangling"], [d / "loop"], [d / "via-file"],
+                 [d / "e", d / "slash"], [d / "usr-bin"], [d / "etc"], [d / "long45"]]
+    kernel = {(p, i): outcome(p, roots) for p in paths for i, roots in enumerate(root_sets)}
+    monkeypatch.setattr(files, "_realpath", os.path.realpath)
+    expected = {(p, i): outcome(p, roots) for p in paths for i, roots in enumerate(root_sets)}
+    assert {k: v for k, v in kernel.items() if v != expected[k]} == {}
+    assert sum(not v.startswith("PathNotAllowed") for v in kernel.values()) > 300
+
+
+def test_confine_follows_a_dangling_symlink_in_a_missing_parent(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "away").symlink_to(tmp_path / "outside" / "missing")
+    with pytest.raises(PathNotAllowed, match="symlink"):
+        confine(f"{root}/away/new/file", [root])
+    (root / "file").write_text("x")
+    assert confine(f"{root}/file/new/x", [root]) == root / "file" / "new" / "x"
+
+
+def test_confine_refuses_roots_that_resolve_to_the_system_through_chains(tmp_path: Path) -> None:
+    (tmp_path / "to-root").symlink_to("../" * len(tmp_path.parts))
+    (tmp_path / "hop").symlink_to("to-root")
+    with pytest.raises(PathNotAllowed, match="resolves to /"):
+        confine(f"{tmp_path}/hop/etc/passwd", [tmp_path / "hop"])
+    (tmp_path / "bin").symlink_to("hop/usr/bin")
+    with pytest.raises(PathNotAllowed, match="system directory /usr/bin"):
+        confine(f"{tmp_path}/bin/sh", [tmp_path / "elsewhere", tmp_path / "bin"])
