@@ -55,6 +55,7 @@ from .controls import (
 )
 from .cookie import newest_csn, parse_cookie
 from .decode import response_dn, text_attributes
+from .raw_entries import raw_entries_only
 from .session import Change, StreamListener, SyncSession
 
 __all__ = ["Change", "ChangeStream", "Mode", "SearchFailed", "StreamHealth", "StreamListener"]
@@ -199,7 +200,7 @@ class ChangeStream:
         retry = self._connection is not None and not self._connection.closed
         while True:
             if self._connection is None or self._connection.closed:
-                self._connection = self.factory.open()
+                self._connection = raw_entries_only(self.factory.open())
             try:
                 self._connection.search(
                     self.base,
@@ -329,7 +330,7 @@ class ChangeStream:
         """One refreshAndPersist search, until `stop`, until the connection is lost (raises
         DirectoryUnavailable) or until the server refuses the cookie (returns)."""
         events: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        connection = self.factory.open(stream=True)
+        connection = raw_entries_only(self.factory.open(stream=True))
         cookie = self._session.cookie
         self._session.begin(cookie)
         try:
