@@ -200,13 +200,16 @@ def _write_temp(path: Path, data: bytes, mode: int, owner: tuple[int, int] | Non
 
 
 def atomic_write(
-    path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None
+    path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None,
+    compare: bool = True,
 ) -> bool:
     """Replace `path` crash-safely; False (and nothing written) if it already has exactly these
-    bytes, this mode and (when given) this owner. A symlink at `path` is replaced, not followed."""
+    bytes, this mode and (when given) this owner. A symlink at `path` is replaced, not followed.
+    `compare=False`: the caller knows the bytes differ (it just read the file), so the file is
+    written without being read again."""
     path = Path(path)
     mode &= 0o7777
-    if _same_content(path, data, mode, owner):
+    if compare and _same_content(path, data, mode, owner):
         return False
     temp = _write_temp(path, data, mode, owner)
     try:

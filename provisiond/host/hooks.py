@@ -32,6 +32,7 @@ containing that needs a cgroup, which is the service manager's job.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ import select
 import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -252,9 +254,8 @@ def pipe_holders(inodes: Iterable[int]) -> list[psutil.Process]:
 class _Run:
     """One supervised hook process: output pump, exit detection, tree killing."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], argv: tuple[str, ...], limit: int,
-                 token: str) -> None:
-        assert proc.stdout is not None and proc.stderr is not None
+    def __init__(self, proc: subprocess.Popen[bytes], pipes: tuple[int, int],
+                 argv: tuple[str, ...], limit: int, token: str) -> None:
         self.proc = proc
         self.argv = argv
         self.output = HookOutput(limit)
@@ -262,8 +263,7 @@ class _Run:
         # poll(2) on three descriptors: no epoll instance to make and close for each hook
         self.poller = select.poll()
         self.names: dict[int, str] = {}  # fd -> "stdout", "stderr" or "exit"
-        self.pipes = [proc.stdout.fileno(), proc.stderr.fileno()]
-        self.inodes = {os.fstat(fd).st_ino for fd in self.pipes}
+        self.pipes = list(pipes)  # the read ends of stdout and stderr, ours to close
         self.open_pipes = 2
         for fd, name in zip(self.pipes, ("stdout", "stderr"), strict=True):
             os.set_blocking(fd, False)
@@ -274,6 +274,12 @@ class _Run:
             self.watch(self.pidfd, "exit")
         except (AttributeError, OSError):  # no pidfd (old kernel): exited() is polled
             pass
+
+    @functools.cached_property
+    def inodes(self) -> set[int]:
+        """The output pipes' inodes, which a process holding them shows in /proc: looked up
+        only when strays or a kill need them (the pipes are open until `close`)."""
+        return {os.fstat(fd).st_ino for fd in self.pipes}
 
     def watch(self, fd: int, name: str) -> None:
         self.poller.register(fd, select.POLLIN)
@@ -361,9 +367,8 @@ class _Run:
         return returncode
 
     def close(self) -> None:
-        for closable in (self.proc.stdout, self.proc.stderr):
-            if closable is not None:
-                closable.close()
+        for fd in self.pipes:
+            os.close(fd)
         if self.pidfd is not None:
             os.close(self.pidfd)
 
@@ -403,6 +408,19 @@ def _cannot_execute(argv0: str, cwd: str, exc: OSError) -> str:
     return f"cannot execute hook {argv0}: {exc.strerror}{hint}"
 
 
+_DEVNULL: list[int] = []
+_DEVNULL_LOCK = threading.Lock()
+
+
+def _devnull() -> int:
+    """One descriptor of /dev/null for every hook's stdin (close-on-exec; the child gets a
+    copy), opened at the first hook: after daemonizing, which closes descriptors."""
+    with _DEVNULL_LOCK:
+        if not _DEVNULL:
+            _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        return _DEVNULL[0]
+
+
 def run_hook(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
              settings_limit: int = 1 << 20, kill_grace: float = 5.0, cwd: str = "/") -> HookResult:
     """Run one hook to completion (or timeout) and report; a non-zero exit is not an error
@@ -412,17 +430,31 @@ def run_hook(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
         raise HookError(f"hook command {args!r}: program must be an absolute path")
     ADOPTION.enable()
     token = ADOPTION.new_token()
+    # Our own pipes and a kept /dev/null: Popen's PIPE and DEVNULL cost an open of /dev/null
+    # and a file object per pipe (fstat, ioctl, lseek) for each hook, and every system call
+    # hands the GIL to another worker and back (issue 12).
+    out_read, out_write = os.pipe2(os.O_CLOEXEC)
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
     try:
         with ADOPTION.starting() as register:
             proc = subprocess.Popen(  # an argv list, never a shell
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                args, stdin=_devnull(), stdout=out_write, stderr=err_write,
                 env={**env, TOKEN: token}, cwd=cwd, close_fds=True, start_new_session=True)
             register(proc.pid)
     except OSError as exc:
+        os.close(out_read)
+        os.close(err_read)
         if exc.errno in _PROGRAM_ERRNOS:
             raise HookError(_cannot_execute(args[0], cwd, exc)) from exc
         raise
-    run = _Run(proc, args, settings_limit, token)
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        os.close(out_write)  # the hook holds them now: EOF comes when it (and its heirs) exit
+        os.close(err_write)
+    run = _Run(proc, (out_read, err_read), args, settings_limit, token)
     try:
         return run.supervise(timeout, kill_grace)
     except BaseException:

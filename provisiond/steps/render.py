@@ -173,9 +173,11 @@ class RenderStep(StepType[RenderPlan]):
 
     def _write(self, ctx: Context, plan: RenderPlan, content: bytes) -> bool:
         path = plan.path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():  # one stat where mkdir would fail and stat anyway
+            path.parent.mkdir(parents=True, exist_ok=True)
         if not plan.validate and not plan.on_change:
-            changed = atomic_write(path, content, mode=plan.file_mode)
+            # `install` found the bytes differ (_holds): no second read of the file
+            changed = atomic_write(path, content, mode=plan.file_mode, compare=False)
         else:
             temp = write_temp_beside(path, content, mode=plan.file_mode)
             try:

@@ -305,3 +305,29 @@ def test_runs_in_own_session_with_stdin_devnull(tmp_path: Path) -> None:
     )
     result = run_hook([hook], env=ENV, timeout=10)
     assert result.output_tail == "True True\n'' /\n"
+
+
+def open_descriptors() -> set[str]:
+    import os
+
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_hooks_leave_no_descriptors_open(tmp_path: Path) -> None:
+    """The output pipes, the exit pidfd and stdin's /dev/null: whatever a hook ran with is
+    closed afterwards, whether it ran, failed, could not start or timed out (one /dev/null is
+    kept for every hook)."""
+    run_hook([sh(tmp_path, "echo out; echo err >&2\n")], env=ENV, timeout=5)  # /dev/null kept
+    before = open_descriptors()
+    for _ in range(20):
+        run_hook([sh(tmp_path, "echo out; echo err >&2; exit 3\n")], env=ENV, timeout=5)
+        with pytest.raises(HookError):
+            run_hook([str(tmp_path / "missing")], env=ENV, timeout=5)
+    run_hook([sh(tmp_path, "sleep 5\n", name="slow")], env=ENV, timeout=0.2, kill_grace=0.5)
+    assert open_descriptors() == before
+
+
+def test_a_hooks_stdin_is_dev_null_on_every_run(tmp_path: Path) -> None:
+    hook = sh(tmp_path, "cat; readlink /proc/self/fd/0\n")
+    for _ in range(3):
+        assert run_hook([hook], env=ENV, timeout=5).output_tail == "/dev/null\n"
