@@ -20,11 +20,20 @@ from ldap3.utils.conv import to_unicode
 SEARCH_RESULT_ENTRY = 4  # the protocolOp of ldap3's fast decoder
 
 
+def _text(raw: bytes) -> str:
+    """ldap3's to_unicode(raw, from_server=True) with its default server encoding, UTF-8,
+    tried first without its four configuration look-ups (ldap3 decodes every attribute name
+    and DN of every entry this way)."""
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return str(to_unicode(raw, from_server=True))  # its other encodings, or its error
+
+
 def _raw_attributes(attribute_list: list[Any]) -> dict[str, list[bytes] | None]:
     """As ldap3's raw_attributes_to_dict_fast, in a plain dict (names are compared
     lower-cased by decode.text_attributes, not looked up by case)."""
-    return {to_unicode(attribute[3][0][3], from_server=True):
-            [bytes(value[3]) for value in attribute[3][1][3]] or None
+    return {_text(attribute[3][0][3]): [bytes(value[3]) for value in attribute[3][1][3]] or None
             for attribute in attribute_list}
 
 
@@ -41,7 +50,7 @@ def raw_entries_only(connection: ldap3.Connection) -> ldap3.Connection:
         payload = message["payload"]
         result: dict[str, Any] = {
             "raw_dn": payload[0][3],
-            "dn": to_unicode(payload[0][3], from_server=True),
+            "dn": _text(payload[0][3]),
             "raw_attributes": _raw_attributes(payload[1][3]),
             "attributes": {},
             "type": "searchResEntry",

@@ -61,3 +61,14 @@ def test_entries_read_as_ldap3_reads_them(factory: ConnectionFactory, base: str,
     assert raw_result == plain_result
     if sync:  # each entry's Sync State control, as ldap3 decodes it
         assert all("1.3.6.1.4.1.4203.1.9.1.2" in message["controls"] for message in raw)
+
+
+@pytest.mark.parametrize("raw", [b"cn=plain", "cn=ütf ☃".encode(), b"", bytearray(b"ou=x"),
+                                 b"cn=\xff latin-1"])  # not UTF-8: ldap3's other encodings
+def test_names_and_dns_decode_as_ldap3_decodes_them(raw: bytes) -> None:
+    from ldap3.utils.conv import to_unicode
+
+    from provisiond.directory.raw_entries import _text
+
+    assert _text(raw) == to_unicode(raw, from_server=True)
+
