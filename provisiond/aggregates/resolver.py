@@ -29,7 +29,16 @@ from provisiond.aggregates.references import (
     refusal,
     within,
 )
-from provisiond.aggregates.unique import IN_FLIGHT, NEW, SETTLED, Clash, Holder, clash
+from provisiond.aggregates.unique import (
+    IN_FLIGHT,
+    NEW,
+    SETTLED,
+    Clash,
+    Holder,
+    clash,
+    items_of,
+    may_clash,
+)
 from provisiond.directory.decode import same_dn
 from provisiond.model import lifecycle
 from provisiond.model.settings import Reference, ServiceSpec
@@ -195,12 +204,18 @@ class Resolver:
         stage = (SETTLED if own is not None and uuid not in unsettled and own.values == values
                  else IN_FLIGHT if working else NEW)
         requested = {holder.uuid: holder for holder in self._requested(spec, values)}
+        # Only the members with one of the entry's values can clash with it (the others are
+        # never compared: one examination must not cost O(active entries)).
+        wanted = items_of(spec.unique, values)
+        candidates = {key: member for key, member in found.items()
+                      if key != uuid and may_clash(spec.unique, wanted, member.values)}
         # The directory says best whether an entry is provisioned: a job that has reported
         # may still be laid over the files, a claim the mirror showed may be done by now.
         others = [holder if holder.stage == SETTLED else
                   requested.pop(holder.uuid, replace(holder, stage=SETTLED))
-                  for holder in holders(found, unsettled, set(self.aggregates.overlays(spec)))]
-        others += [holder for key, holder in requested.items() if key not in found]
+                  for holder in holders(candidates, unsettled,
+                                        set(self.aggregates.overlays(spec)))]
+        others += requested.values()  # not active, or active with other values than asked
         return clash(spec.unique, Holder(uuid, dn, values, stage), others, spec.values)
 
     def _requested(self, spec: ServiceSpec, values: Mapping[str, Any]) -> list[Holder]:

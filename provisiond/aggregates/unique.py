@@ -76,6 +76,26 @@ def keys(rule: Unique, holder: Holder) -> set[tuple[str, str]]:
     return {(scope, str(item)) for item in items}
 
 
+def items_of(rules: Sequence[Unique], values: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(the rule's value name, an item's text) for each item of each rule's value: what two
+    entries must have in common to share a key under some rule, whatever their parents."""
+    found: set[tuple[str, str]] = set()
+    for rule in rules:
+        given = values.get(rule.value)
+        items = given if isinstance(given, list | tuple) else [] if given is None else [given]
+        found.update((rule.value, str(item)) for item in items)
+    return found
+
+
+def may_clash(rules: Sequence[Unique], wanted: set[tuple[str, str]],
+              values: Mapping[str, Any]) -> bool:
+    """Whether an entry with `values` can share a key with one whose `items_of` are `wanted`:
+    a cheap test before `keys` (which parses DNs for rules per parent) is asked, so that an
+    examination compares its entry with the few others that have one of its values, not with
+    every active entry (issue 12: a burst of 1,000 iSCSI targets cost O(n^2))."""
+    return bool(wanted) and not wanted.isdisjoint(items_of(rules, values))
+
+
 def clash(rules: Sequence[Unique], entry: Holder, others: Iterable[Holder],
           values: Sequence[ValueSpec] = ()) -> Clash | None:
     """Why `entry` may not have one of its values (the first rule, then the other entry that

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from provisiond.aggregates.unique import IN_FLIGHT, NEW, SETTLED, Holder, clash, losers
+from provisiond.aggregates.unique import (
+    IN_FLIGHT,
+    NEW,
+    SETTLED,
+    Holder,
+    clash,
+    items_of,
+    losers,
+    may_clash,
+)
 from provisiond.config import ConfigError, load_config
 from provisiond.model.settings import ServiceSpec, Unique
 from provisiond.model.values import ValueSpec
@@ -85,6 +94,28 @@ def test_multi_valued_values_clash_on_any_shared_item() -> None:
 
 def replace_values(holder: Holder, portals: list[str]) -> Holder:
     return Holder(holder.uuid, holder.dn, {"portals": portals}, holder.stage)
+
+
+def test_the_cheap_test_never_drops_an_entry_that_clashes() -> None:
+    """`may_clash` only narrows who `clash` compares with: on every pair of these entries,
+    an entry it drops never clashes (the examination's answer is the same)."""
+    rules = [*IQN, *LUN, Unique("users")]
+    entries = [target("a", "iqn.x:a", users=["u1", "u2"]), target("b", "iqn.x:a", NEW),
+               target("c", "iqn.x:c", NEW, users=["u2"]), target("d", "iqn.x:d", users=[]),
+               lun("0", "a", 0), lun("1", "a", 0, NEW), lun("2", "b", 0, NEW),
+               lun("3", "b", 1, NEW), Holder("uuid-e", "cn=e,ou=x", {"lun": "0"}, NEW)]
+    for entry in entries:
+        wanted = items_of(rules, entry.values)
+        kept = [other for other in entries if may_clash(rules, wanted, other.values)]
+        assert clash(rules, entry, kept) == clash(rules, entry, entries), entry
+        dropped = [other for other in entries if other not in kept]
+        assert all(clash(rules, entry, [other]) is None for other in dropped), entry
+
+
+def test_an_entry_without_unique_values_may_clash_with_none() -> None:
+    assert not may_clash(IQN, items_of(IQN, {"iqn": None}), {"iqn": "iqn.x:a"})
+    assert may_clash(IQN, items_of(IQN, {"iqn": "iqn.x:a"}), {"iqn": "iqn.x:a"})
+    assert not may_clash(IQN, items_of(IQN, {"iqn": "iqn.x:a"}), {"iqn": "iqn.x:b"})
 
 
 def test_a_loser_keeps_nothing_from_the_entries_after_it() -> None:
