@@ -85,3 +85,19 @@ def test_once_fails_such_an_entry_visibly(slapd: Slapd, tmp_path: Path, bad_entr
              for name, values in writer.response[0]["raw_attributes"].items()}
     assert entry["provisiondMode"] == "adding" and entry["provisiondReturnValue"] == "2"
     assert entry["provisiondMessage"].startswith("validate: ")
+
+
+def test_dn_keys_are_cached_and_failures_are_not() -> None:
+    """dn_key is asked for the same DNs at every render of a file of all entries: the second
+    answer comes from the cache, and something that is not a DN fails every time."""
+    from provisiond.directory.decode import dn_key
+
+    dn = "cn=Cached Entry,ou=Cache,dc=example,dc=org"
+    first = dn_key(dn)
+    hits = dn_key.cache_info().hits
+    assert dn_key(dn) == first == (("cn", "cached entry"), ("ou", "cache"),
+                                    ("dc", "example"), ("dc", "org"))
+    assert dn_key.cache_info().hits == hits + 1
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            dn_key("not a dn")
