@@ -26,6 +26,7 @@ from provisiond.aggregates.references import (
     judge,
     most_pressing,
     named,
+    parent_dn,
     refusal,
     within,
 )
@@ -42,7 +43,7 @@ from provisiond.aggregates.unique import (
 from provisiond.directory.decode import same_dn
 from provisiond.model import lifecycle
 from provisiond.model.settings import Reference, ServiceSpec
-from provisiond.model.values import InvalidValue, as_text, parse_entry
+from provisiond.model.values import InvalidValue, ValueSpec, as_text, parse_entry
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class Resolver:
         own = found.get(uuid)
         stage = (SETTLED if own is not None and uuid not in unsettled and own.values == values
                  else IN_FLIGHT if working else NEW)
-        requested = {holder.uuid: holder for holder in self._requested(spec, values)}
+        requested = {holder.uuid: holder for holder in self._requested(spec, dn, values)}
         # Only the members with one of the entry's values can clash with it (the others are
         # never compared: one examination must not cost O(active entries)).
         wanted = items_of(spec.unique, values)
@@ -218,16 +219,31 @@ class Resolver:
         others += requested.values()  # not active, or active with other values than asked
         return clash(spec.unique, Holder(uuid, dn, values, stage), others, spec.values)
 
-    def _requested(self, spec: ServiceSpec, values: Mapping[str, Any]) -> list[Holder]:
+    def _requested(self, spec: ServiceSpec, dn: str, values: Mapping[str, Any]) -> list[Holder]:
         """The active entries of `spec` the directory holds requested (NEW) or claimed and
         not failed (IN_FLIGHT) for an add or a modify, with valid values, that share one of
-        the unique `values`. The directory picks them (an equality filter per value): a burst
-        of n new entries would otherwise read and parse all n for each, O(n^2)."""
+        the unique `values`. The directory picks them (an equality filter per value; for a
+        rule per parent, among the entries below the entry's parent only): a burst of n new
+        entries would otherwise read and parse all n for each, O(n^2). One search for the
+        service-wide rules, one below the parent for the rules per parent."""
+        by_name = {value.name: value for value in spec.values}
+        parent = parent_dn(dn)
+        found: dict[str, Holder] = {}
+        for per_parent in (False, True):
+            uniques = [by_name[rule.value] for rule in spec.unique
+                       if rule.per_parent is per_parent]
+            if not uniques:
+                continue
+            base, scope = (spec.base, spec.scope) if not per_parent else (parent or "", "one")
+            for holder in self._requested_sharing(spec, base, scope, uniques, values):
+                found.setdefault(holder.uuid, holder)
+        return list(found.values())
+
+    def _requested_sharing(self, spec: ServiceSpec, base: str, scope: str,
+                           uniques: list[ValueSpec], values: Mapping[str, Any]) -> list[Holder]:
         cycle, names = spec.lifecycle, spec.attributes
         modes = [mode for request in cycle.requests if request.effect != "remove"
                  for mode in (request.name, request.working)]
-        by_name = {value.name: value for value in spec.values}
-        uniques = [by_name[unique.value] for unique in spec.unique]
         shared = "".join(f"({value.attribute}={escape_filter_chars(as_text(item))})"
                          for value in uniques for item in _items(values.get(value.name)))
         if not shared:
@@ -238,8 +254,8 @@ class Resolver:
                   + "".join(f"({names.mode}={mode})" for mode in modes)
                   + f")({names.state}=0)" + (f"(|{shared})" if shared else "") + ")")
         found = []
-        for entry in self.aggregates.directory.search(spec.base, wanted, spec.ldap_attributes(),
-                                                      scope=spec.scope):
+        for entry in self.aggregates.directory.search(base, wanted, spec.ldap_attributes(),
+                                                      scope=scope):
             state = lifecycle.read_state(names, entry.attributes, cycle)
             if lifecycle.is_failed(state):
                 continue

@@ -66,6 +66,25 @@ def test_a_duplicate_lun_number_fails_only_that_lun(
         added(conn, elsewhere)
 
 
+def test_two_new_luns_with_one_number_below_one_target_the_dn_sorting_first_keeps_it(
+        slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path) -> None:
+    """Written in one burst, before either is examined: the directory's requested entries
+    below the same target are compared (a rule per parent searches below the parent only),
+    and a LUN with that number below another target is not."""
+    disks = [add_disk(conn, f"repo1{i}") for i in (1, 2, 3)]
+    targets = [add_target(conn, name, initiators=(ALLOWED,)) for name in ("burst01", "burst02")]
+    later = add_lun(conn, "burst01", "lun1b", 1, disks[1])
+    first = add_lun(conn, "burst01", "lun1a", 1, disks[0])  # written after, sorts first
+    elsewhere = add_lun(conn, "burst02", "lun1a", 1, disks[2])
+    with running(site.config(slapd, tmp_path / "cfg")):
+        for dn in (*disks, *targets, first, elsewhere):
+            added(conn, dn)
+        entry = failed(conn, later)
+    assert entry["provisiondReturnValue"] == "30", entry
+    assert f'value "lun": 1 is already used by {first} below the same parent' in \
+        entry["provisiondMessage"], entry
+
+
 @pytest.mark.slow
 def test_a_duplicate_iqn_or_chap_user_fails_only_that_target(
         slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path) -> None:
