@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from provisiond.directory.decode import UUID
-from provisiond.host.recordlog import RecordLog
+from provisiond.host.recordlog import shared
 from provisiond.logfmt import kv
 
 log = logging.getLogger("provisiond.provisioned")
@@ -33,7 +33,7 @@ class ProvisionedStore:
 
     def __init__(self, state_dir: Path, service: str) -> None:
         self.directory = state_dir / "provisioned" / service
-        self._log = RecordLog(self.directory / "records.log", legacy=UUID)
+        self._log = shared(self.directory / "records.log", legacy=UUID)
 
     @staticmethod
     def _checked(uuid: str) -> str:

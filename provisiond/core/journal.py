@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisiond.directory.decode import UUID, same_dn
-from provisiond.host.recordlog import RecordLog
+from provisiond.host.recordlog import shared
 from provisiond.model.lifecycle import claim_message
 
 CONFIRMED = "confirmed"
@@ -78,7 +78,7 @@ class Journal:
 
     def __init__(self, state_dir: Path, service: str) -> None:
         self.directory = state_dir / "inflight" / service
-        self._log = RecordLog(self.directory / "claims.log", legacy=UUID)
+        self._log = shared(self.directory / "claims.log", legacy=UUID)
 
     @staticmethod
     def _checked(uuid: str) -> str:

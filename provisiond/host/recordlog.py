@@ -22,6 +22,10 @@ appended to one open file and, where it must survive a crash, one fdatasync:
 - Files named by a key in the same directory are records of the layout before this log (one
   file per key, the file's text the value): they are read into the log once, which is made
   durable before they are removed, so an upgrade keeps every record.
+- One process has one RecordLog per file (`shared`): a reload builds a new engine while the old
+  one's workers may still finish their jobs, and two instances would each rewrite the file from
+  their own view when compacting (the other's appends then going to a replaced file), and leave
+  a descriptor open per reload. The descriptor is closed when the last user lets go.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import os
 import re
 import threading
+import weakref
 from pathlib import Path
 
 from provisiond.host.files import atomic_write, fsync_directory
@@ -78,7 +83,8 @@ def replay(data: bytes) -> tuple[dict[str, str], int, int]:
 
 class RecordLog:
     """key -> text records in the append-only file `path` (see the module doc). `legacy`:
-    the names of the one-file-per-key records of the earlier layout in the same directory."""
+    the names of the one-file-per-key records of the earlier layout in the same directory.
+    The daemon's users take theirs from `shared`."""
 
     def __init__(self, path: Path, legacy: re.Pattern[str] | None = None) -> None:
         self.path = Path(path)
@@ -87,6 +93,7 @@ class RecordLog:
         self._records: dict[str, str] | None = None  # read on first use
         self._lines = 0
         self._fd: int | None = None
+        self._closer: weakref.finalize[[int], RecordLog] | None = None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -188,6 +195,7 @@ class RecordLog:
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
             created = not os.path.lexists(self.path)
             self._fd = os.open(self.path, flags, 0o600)
+            self._closer = weakref.finalize(self, os.close, self._fd)  # at the latest when unused
             if created:  # its name must survive a crash, as the records in it must
                 fsync_directory(self.path.parent)
                 fsync_directory(self.path.parent.parent)
@@ -204,7 +212,29 @@ class RecordLog:
         self._lines = len(records)
 
     def _close(self) -> None:
-        if self._fd is not None:
+        if self._closer is not None:
             with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+                self._closer()  # closes the descriptor once, now
+            self._closer = None
+        self._fd = None
+
+
+_SHARED: weakref.WeakValueDictionary[str, RecordLog] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(path: Path, legacy: re.Pattern[str] | None = None) -> RecordLog:
+    """This process's RecordLog of `path` (see the module doc), made on first use."""
+    key = os.path.abspath(path)
+    with _SHARED_LOCK:
+        found = _SHARED.get(key)
+        if found is None:
+            found = _SHARED[key] = RecordLog(Path(key), legacy)
+        return found
+
+
+def forget_shared() -> None:
+    """Let `shared` make new RecordLogs, which read their files afresh: what a restarted
+    process sees (for tests; the ones made before stay usable by whoever holds them)."""
+    with _SHARED_LOCK:
+        _SHARED.clear()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from provisiond.core.journal import CONFIRMED, Claim, Journal, Ownership, new_token, ownership
+from provisiond.host.recordlog import forget_shared
 from provisiond.model.lifecycle import claim_message
 
 UUID_A = "0b6f2c1e-8d3a-4f5b-9c7d-1a2b3c4d5e6f"
@@ -20,6 +21,12 @@ ME = "cn=provisiond,dc=example,dc=org"
 
 @pytest.fixture
 def journal(tmp_path: Path) -> Journal:
+    return Journal(tmp_path / "state", "demo")
+
+
+def restarted(tmp_path: Path) -> Journal:
+    """The journal as the next start of the daemon reads it: from the file."""
+    forget_shared()
     return Journal(tmp_path / "state", "demo")
 
 
@@ -47,7 +54,7 @@ def test_records_are_on_disk_when_record_returns(journal: Journal, tmp_path: Pat
     reads the file; nothing is closed or flushed in between)."""
     made = claim()
     journal.record(made)
-    assert Journal(tmp_path / "state", "demo").claims() == [made]
+    assert restarted(tmp_path).claims() == [made]
 
 
 def test_forget_removes_the_record(journal: Journal, tmp_path: Path) -> None:
@@ -58,7 +65,7 @@ def test_forget_removes_the_record(journal: Journal, tmp_path: Path) -> None:
     assert journal.get(UUID_A) is None
     assert [c.uuid for c in journal.claims()] == [UUID_B]
     journal.forget(UUID_A)  # forgetting twice is harmless (a report after a resume)
-    assert [c.uuid for c in Journal(tmp_path / "state", "demo").claims()] == [UUID_B]
+    assert [c.uuid for c in restarted(tmp_path).claims()] == [UUID_B]
 
 
 def test_services_keep_separate_journals(tmp_path: Path) -> None:
@@ -80,6 +87,17 @@ def test_only_entry_uuids_name_records(journal: Journal, bad: str) -> None:
         journal.holds(bad)
 
 
+def test_journals_of_one_service_in_one_process_share_their_records(tmp_path: Path) -> None:
+    """A reload's new engine and the old one's workers still finishing: one view of the
+    records and one file, whichever journal object records, forgets or compacts."""
+    old, new = Journal(tmp_path / "state", "demo"), Journal(tmp_path / "state", "demo")
+    old.record(claim(UUID_A))
+    new.record(claim(UUID_B))
+    old.forget(UUID_A)
+    assert [c.uuid for c in new.claims()] == [c.uuid for c in old.claims()] == [UUID_B]
+    assert [c.uuid for c in restarted(tmp_path).claims()] == [UUID_B]
+
+
 # -- confirmation --------------------------------------------------------------------------------
 
 
@@ -89,7 +107,7 @@ def test_confirm_makes_the_claim_read_as_confirmed(journal: Journal, tmp_path: P
     assert journal.get(UUID_A).confirmed is False  # type: ignore[union-attr]
     journal.confirm(UUID_A)
     journal.confirm(UUID_A)  # again: still one confirmation
-    for reader in (journal, Journal(tmp_path / "state", "demo")):
+    for reader in (journal, restarted(tmp_path)):
         again = reader.get(UUID_A)
         assert again is not None and again.confirmed is True
         assert (again.uuid, again.dn, again.request, again.token) == (
@@ -117,11 +135,11 @@ def test_a_torn_confirmation_reads_as_unconfirmed(journal: Journal, tmp_path: Pa
     journal.confirm(UUID_A)
     line = log.read_bytes()[len(whole):]
     log.write_bytes(whole + line[:cut])
-    after = Journal(tmp_path / "state", "demo")
+    after = restarted(tmp_path)
     found = after.get(UUID_A)
     assert found is not None and found.confirmed is False
     after.record(claim(UUID_B))
-    assert [c.uuid for c in Journal(tmp_path / "state", "demo").claims()] == [UUID_A, UUID_B]
+    assert [c.uuid for c in restarted(tmp_path).claims()] == [UUID_A, UUID_B]
 
 
 # -- what a crash or an earlier version leaves behind ------------------------------------------------
@@ -140,7 +158,7 @@ def test_records_of_the_one_file_per_claim_layout_are_taken_over(tmp_path: Path)
     journal = Journal(tmp_path / "state", "demo")
     assert journal.claims() == [Claim(UUID_A, DN, "add", token="ab" * 10, confirmed=True)]
     assert not (directory / UUID_A).exists()
-    assert Journal(tmp_path / "state", "demo").claims() == journal.claims()
+    assert restarted(tmp_path).claims() == journal.claims()
 
 
 def test_a_record_of_an_older_version_without_a_token_still_reads(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from provisiond.host import recordlog
-from provisiond.host.recordlog import RecordLog, encode_delete, encode_put, replay
+from provisiond.host.recordlog import RecordLog, encode_delete, encode_put, replay, shared
 
 KEY = re.compile(r"k[0-9]+")
 
@@ -151,3 +151,21 @@ def test_a_symlink_in_place_of_the_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         RecordLog(tmp_path / "svc" / "records.log").put("k1", "v")
     assert target.read_text() == ""
+
+
+def test_one_process_has_one_log_per_file_closed_when_unused(tmp_path: Path) -> None:
+    """`shared` gives every user of a file the same log (a reload's old and new engine), and
+    its descriptor is closed once nobody holds it: a reload leaks none."""
+    import gc
+
+    first = shared(tmp_path / "svc" / "records.log")
+    assert shared(tmp_path / "svc" / ".." / "svc" / "records.log") is first
+    first.put("k1", "v")
+    fds = {name for name in os.listdir("/proc/self/fd")
+           if os.path.realpath(f"/proc/self/fd/{name}") == str(first.path)}
+    assert len(fds) == 1
+    del first
+    gc.collect()
+    assert not [name for name in os.listdir("/proc/self/fd")
+                if os.path.realpath(f"/proc/self/fd/{name}") == str(tmp_path / "svc" / "records.log")]
+    assert shared(tmp_path / "svc" / "records.log").get("k1") == "v"  # read afresh
