@@ -300,8 +300,9 @@ class Engine:
                     return None if admission is Admission.PARKED else False
         if work.kind == "request":
             csn = (entry.attributes.get("entrycsn") or (None,))[0] if entry is work.seen else None
-            claimed, reason = self.claimer.claim(rt, entry, state, request,
-                                                 self.keys.held(entry.uuid), csn)
+            claimed, reason = self.claimer.claim(
+                rt, entry, state, request, self.keys.held(entry.uuid), csn,
+                failing=invalid_code if invalid is not None else None)
             if claimed is Claimed.STALE:  # changed since the notification: read it now
                 return self._process(replace(work, seen=None))
             if claimed is Claimed.UNANSWERED:

@@ -169,12 +169,15 @@ def claim_message(token: str) -> str:
 
 
 def claim_changes(names: StateAttributes, entry: EntryState, request: str,
-                  token: str = "") -> Changes:
-    """add -> adding in one modify; deleting the old value fails if it is gone (lost race)."""
+                  token: str = "", failing: int | None = None) -> Changes:
+    """add -> adding in one modify; deleting the old value fails if it is gone (lost race).
+    `failing`: the entry is claimed only to report that it is invalid, with this code; the
+    claim writes it at once, so the entry reads as failed from the claim on (another entry's
+    `unique:` examination must not take it for one being provisioned meanwhile)."""
     changes: Changes = {
         names.mode: [(MODIFY_DELETE, [entry.mode or request]),
                      (MODIFY_ADD, [entry.lifecycle.request(request).working])],
-        names.return_value: [(MODIFY_REPLACE, [])],
+        names.return_value: [(MODIFY_REPLACE, [] if failing is None else [str(failing)])],
     }
     if names.message:
         changes[names.message] = [(MODIFY_REPLACE, [claim_message(token)] if token else [])]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ldap3
+import pytest
 
 from provisiond.testing.slapd import Slapd
 from tests.core import test_engine
@@ -99,3 +100,29 @@ def test_render_shows_the_refusal(slapd: Slapd, tmp_path: Path, root: Path) -> N
     assert "(the daemon would report ReturnValue 2)" in shown.stdout
     assert "zulu" in run_cli("render", "--config", str(config), first).stdout
     assert "INVALID" not in run_cli("render", "--config", str(config), first).stdout
+
+
+def test_an_entry_found_invalid_reads_as_failed_from_its_claim_on(
+        slapd: Slapd, tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry that lost a value at its examination is claimed to report that. Between the
+    claim and the report, another entry's examination must not take it for one being
+    provisioned (then both would fail): it reads as failed, its ReturnValue set, from the claim
+    on. Seen here as the directory holds it when the failure is about to be reported."""
+    from provisiond.core.reporting import Reporter
+
+    seen: dict[str, dict[str, str]] = {}
+    report = Reporter.failure
+
+    def failure(self: Reporter, rt: object, entry: object, *args: object, **kwargs: object):
+        seen[entry.dn] = read(conn, entry.dn)  # type: ignore[attr-defined]
+        return report(self, rt, entry, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Reporter, "failure", failure)
+    conn, config = unique_size(slapd, tmp_path, root)
+    with running(config):
+        first = add_item(conn, "alpha", size="10M")
+        wait_for(lambda: mode_of(conn, first) == "added", what="alpha added")
+        second = add_item(conn, "bravo", size="10M")
+        failed(conn, second)
+    assert seen[second]["provisiondMode"] == "adding"
+    assert seen[second].get("provisiondReturnValue") == "2", seen[second]

@@ -23,7 +23,7 @@ from tests.kinds.iscsi.site import (
 )
 from tests.kinds.iscsi.support import ALLOWED, IQN
 from tests.kinds.iscsi.tgt import Tgtd
-from tests.support import running, write_config
+from tests.support import running
 
 SECRET = "s3cret-Secret1"
 site, conn = kinds.site, kinds.conn  # the fixtures
@@ -70,16 +70,15 @@ def test_two_new_luns_with_one_number_below_one_target_the_dn_sorting_first_keep
         slapd: Slapd, site: Site, conn: ldap3.Connection, tgtd: Tgtd, tmp_path: Path) -> None:
     """Written in one burst, before either is examined: the directory's requested entries
     below the same target are compared (a rule per parent searches below the parent only),
-    and a LUN with that number below another target is not. One worker: with several, the
-    loser's claim (made to report its failure) can be seen as "being provisioned" by the
-    winner's examination in the few milliseconds before the failure is reported, and then both
-    fail (a known limit of `unique:`, older than this test)."""
+    and a LUN with that number below another target is not. With several workers the loser
+    is claimed (to report its failure) while the winner may be examined: the claim marks it
+    failed at once, so the winner does not take it for one being provisioned."""
     disks = [add_disk(conn, f"repo1{i}") for i in (1, 2, 3)]
     targets = [add_target(conn, name, initiators=(ALLOWED,)) for name in ("burst01", "burst02")]
     later = add_lun(conn, "burst01", "lun1b", 1, disks[1])
     first = add_lun(conn, "burst01", "lun1a", 1, disks[0])  # written after, sorts first
     elsewhere = add_lun(conn, "burst02", "lun1a", 1, disks[2])
-    with running(write_config(tmp_path / "cfg", slapd, site.services(), workers=1)):
+    with running(site.config(slapd, tmp_path / "cfg")):
         for dn in (*disks, *targets, first, elsewhere):
             added(conn, dn)
         entry = failed(conn, later)
