@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from provisiond.directory.decode import UUID
+from provisiond.directory.decode import UUID, checked_uuid
 from provisiond.host.recordlog import shared
 from provisiond.logfmt import kv
 
@@ -35,18 +35,12 @@ class ProvisionedStore:
         self.directory = state_dir / "provisioned" / service
         self._log = shared(self.directory / "records.log", legacy=UUID)
 
-    @staticmethod
-    def _checked(uuid: str) -> str:
-        if not UUID.fullmatch(uuid):
-            raise ValueError(f"not an entryUUID: {uuid!r}")
-        return uuid
-
     def save(self, uuid: str, attributes: Attributes) -> None:
         data = {name: list(values) for name, values in sorted(attributes.items())}
-        self._log.put(self._checked(uuid), json.dumps(data, sort_keys=True))
+        self._log.put(checked_uuid(uuid), json.dumps(data, sort_keys=True))
 
     def load(self, uuid: str) -> Attributes | None:
-        text = self._log.get(self._checked(uuid))
+        text = self._log.get(checked_uuid(uuid))
         if text is None:
             return None
         try:
@@ -59,4 +53,4 @@ class ProvisionedStore:
     def forget(self, uuid: str) -> None:
         """Durable, as the save was: a record a crash brought back could put an entry's old
         values back into the files should it reappear with invalid ones."""
-        self._log.delete(self._checked(uuid), durable=True)
+        self._log.delete(checked_uuid(uuid), durable=True)

@@ -37,6 +37,7 @@ from provisiond.aggregates.unique import (
     Clash,
     Holder,
     clash,
+    items,
     items_of,
     may_clash,
 )
@@ -245,7 +246,7 @@ class Resolver:
         modes = [mode for request in cycle.requests if request.effect != "remove"
                  for mode in (request.name, request.working)]
         shared = "".join(f"({value.attribute}={escape_filter_chars(as_text(item))})"
-                         for value in uniques for item in _items(values.get(value.name)))
+                         for value in uniques for item in items(values.get(value.name)))
         if not shared:
             return []
         if any(value.type.name not in VERBATIM for value in uniques):
@@ -292,10 +293,3 @@ def target_members(aggregates: Aggregates, target: ServiceSpec) -> dict[str, Mem
 # Value types whose text form is the raw LDAP value itself (they reject, never rewrite), so
 # the directory's equality match finds the entries sharing a value.
 VERBATIM = frozenset({"string", "iqn", "posix_name", "path_segment", "integer"})
-
-
-def _items(value: Any) -> list[Any]:
-    """A value's items: a multi-valued value's, a single one, or none when unset."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list) else [value]

@@ -67,24 +67,24 @@ class Clash:
                 "file of all entries would be invalid for every entry)")
 
 
+def items(value: Any) -> list[Any]:
+    """A value's items: a multi-valued value's, a single one, or none when unset."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def keys(rule: Unique, holder: Holder) -> set[tuple[str, str]]:
     """What `holder` claims under `rule`: (its parent DN, lowercased, or '' when the rule is
     service-wide; the item's text), for each item of the value (none when unset)."""
-    given = holder.values.get(rule.value)
-    items = given if isinstance(given, list | tuple) else [] if given is None else [given]
     scope = (parent_dn(holder.dn) or "").lower() if rule.per_parent else ""
-    return {(scope, str(item)) for item in items}
+    return {(scope, str(item)) for item in items(holder.values.get(rule.value))}
 
 
 def items_of(rules: Sequence[Unique], values: Mapping[str, Any]) -> set[tuple[str, str]]:
     """(the rule's value name, an item's text) for each item of each rule's value: what two
     entries must have in common to share a key under some rule, whatever their parents."""
-    found: set[tuple[str, str]] = set()
-    for rule in rules:
-        given = values.get(rule.value)
-        items = given if isinstance(given, list | tuple) else [] if given is None else [given]
-        found.update((rule.value, str(item)) for item in items)
-    return found
+    return {(rule.value, str(item)) for rule in rules for item in items(values.get(rule.value))}
 
 
 def may_clash(rules: Sequence[Unique], wanted: set[tuple[str, str]],

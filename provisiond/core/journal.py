@@ -31,7 +31,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from provisiond.directory.decode import UUID, same_dn
+from provisiond.directory.decode import UUID, checked_uuid, same_dn
 from provisiond.host.recordlog import shared
 from provisiond.model.lifecycle import claim_message
 
@@ -80,40 +80,34 @@ class Journal:
         self.directory = state_dir / "inflight" / service
         self._log = shared(self.directory / "claims.log", legacy=UUID)
 
-    @staticmethod
-    def _checked(uuid: str) -> str:
-        if not UUID.fullmatch(uuid):
-            raise ValueError(f"not an entryUUID: {uuid!r}")
-        return uuid
-
     def record(self, claim: Claim) -> None:
         """Durable when this returns: the claim may be sent."""
         text = f"{claim.request}\n{claim.dn}\n{claim.token}\n"
         if claim.confirmed:
             text += f"{CONFIRMED}\n"
-        self._log.put(self._checked(claim.uuid), text)
+        self._log.put(checked_uuid(claim.uuid), text)
 
     def confirm(self, uuid: str) -> None:
         """The server acknowledged the claim (durable when this returns; a crash before it
         leaves the claim unconfirmed, which is the safe side)."""
-        text = self._log.get(self._checked(uuid))
+        text = self._log.get(checked_uuid(uuid))
         if text is None:
             raise LookupError(f"no claim recorded for {uuid}")
         if CONFIRMED not in text.split("\n")[2:]:
             self._log.put(uuid, text + f"{CONFIRMED}\n")
 
     def holds(self, uuid: str) -> bool:
-        return self._checked(uuid) in self._log
+        return checked_uuid(uuid) in self._log
 
     def forget(self, uuid: str) -> None:
         """The claim's outcome is in the directory: the record goes. Not made durable (no
         fdatasync, one less per entry): a record a crash brings back names an entry that is
         no longer stranded, and a resume forgets it after one read. The next durable record
         syncs this line with it."""
-        self._log.delete(self._checked(uuid), durable=False)
+        self._log.delete(checked_uuid(uuid), durable=False)
 
     def get(self, uuid: str) -> Claim | None:
-        text = self._log.get(self._checked(uuid))
+        text = self._log.get(checked_uuid(uuid))
         return None if text is None else self._parse(uuid, text)
 
     def claims(self) -> list[Claim]:

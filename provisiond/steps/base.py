@@ -177,3 +177,10 @@ def execute(ctx: Context, plan: Plan, argv: list[str], environment: Mapping[str,
 def tail(result: HookResult, lines: int) -> str:
     """The last `lines` lines of a program's output, on one line."""
     return " | ".join(result.output_tail.strip().splitlines()[-lines:])
+
+
+def retry_later(what: str, result: HookResult) -> StepError:
+    """A program's exit 75 as a transient failure; its last lines, the reason (bacula-sd
+    busy...), go with the message, which the entry gets once the retries run out."""
+    reason = tail(result, 2)
+    return StepError(what + (f": {reason}" if reason else ""), transient=True)

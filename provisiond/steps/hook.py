@@ -39,6 +39,7 @@ from provisiond.steps.base import (
     StepError,
     StepType,
     execute,
+    retry_later,
     tail,
 )
 
@@ -88,10 +89,8 @@ class HookStep(StepType[HookPlan]):
         if result.timed_out:  # killed mid-way: nothing it printed is taken
             raise StepError(f"{name} timed out and was killed")
         failure = None  # a failed hook's `on_failure` outputs are still taken
-        if result.returncode == EXIT_RETRY:  # the reason: the entry's message once retries run out
-            reason = tail(result, 2)
-            failure = StepError(f"{name} asked to retry later (exit 75)"
-                                + (f": {reason}" if reason else ""), transient=True)
+        if result.returncode == EXIT_RETRY:
+            failure = retry_later(f"{name} asked to retry later (exit 75)", result)
         elif result.returncode != 0:
             failure = StepError(f"{name} exited {result.returncode}: {tail(result, 2)}")
         lost = f"{name}: {result.settings_lost}" if result.settings_lost else ""

@@ -25,7 +25,7 @@ from provisiond.host.applied import previous
 from provisiond.host.hooks import EXIT_RETRY, hook_environment, resolve_program
 from provisiond.logfmt import kv
 from provisiond.model.work import Job
-from provisiond.steps.base import Context, Plan, StepError, execute, tail
+from provisiond.steps.base import Context, Plan, StepError, execute, retry_later, tail
 
 log = logging.getLogger("provisiond.steps")
 
@@ -56,9 +56,8 @@ def run_apply(ctx: Context, plan: Plan, path: Path, argv: Sequence[str],
                    msg="the next render of the file runs the apply again"))
     if result.timed_out:
         raise StepError(f"on_change {name} timed out and was killed (apply pending)")
-    if result.returncode == EXIT_RETRY:  # why (bacula-sd busy...): the message when retries end
-        why = tail(result, 2)
-        raise StepError(f"on_change {name} asked to retry later (exit 75; apply pending)"
-                        + (f": {why}" if why else ""), transient=True)
+    if result.returncode == EXIT_RETRY:
+        raise retry_later(f"on_change {name} asked to retry later (exit 75; apply pending)",
+                          result)
     raise StepError(f"on_change {name} exited {result.returncode} (apply pending): "
                     f"{tail(result, 2)}")
