@@ -47,11 +47,13 @@ class Claimer:
 
     def claim(self, rt: ServiceRuntime, entry: Entry, state: lifecycle.EntryState,
               request: str, serialize: str | None = None,
-              csn: str | None = None, failing: int | None = None) -> tuple[Claimed, str]:
+              csn: str | None = None,
+              failing: tuple[int, str] | None = None) -> tuple[Claimed, str]:
         """Claim `entry` for `request`: the result, and for UNANSWERED the reason. `csn`: the
         entry as a change notification showed it, not read again: the claim asserts it is
         unchanged, and a claim refused for a reason a change explains is STALE. `failing`:
-        the code of an entry claimed only to report it invalid (lifecycle.claim_changes)."""
+        the code and message of an entry claimed only to report it invalid
+        (lifecycle.claim_changes)."""
         names = rt.spec.attributes
         token = new_token()
         rt.journal.record(Claim(entry.uuid, entry.dn, request, token=token))

@@ -298,11 +298,11 @@ class Engine:
             else:
                 if admission is not Admission.GO:
                     return None if admission is Admission.PARKED else False
+        failure = None if invalid is None else (invalid_code, f"validate: {invalid}")
         if work.kind == "request":
             csn = (entry.attributes.get("entrycsn") or (None,))[0] if entry is work.seen else None
             claimed, reason = self.claimer.claim(
-                rt, entry, state, request, self.keys.held(entry.uuid), csn,
-                failing=invalid_code if invalid is not None else None)
+                rt, entry, state, request, self.keys.held(entry.uuid), csn, failing=failure)
             if claimed is Claimed.STALE:  # changed since the notification: read it now
                 return self._process(replace(work, seen=None))
             if claimed is Claimed.UNANSWERED:
@@ -310,9 +310,8 @@ class Engine:
             if claimed is Claimed.NOT_OURS:
                 return True  # lost: settled
         started = time.monotonic()
-        if invalid is not None:
-            self.reporter.failure(rt, entry, request, invalid_code, f"validate: {invalid}",
-                                 started)
+        if failure is not None:
+            self.reporter.failure(rt, entry, request, *failure, started)
             return True
         return self._provision_claimed(rt, work, entry, job, started)
 

@@ -169,18 +169,21 @@ def claim_message(token: str) -> str:
 
 
 def claim_changes(names: StateAttributes, entry: EntryState, request: str,
-                  token: str = "", failing: int | None = None) -> Changes:
+                  token: str = "", failing: tuple[int, str] | None = None) -> Changes:
     """add -> adding in one modify; deleting the old value fails if it is gone (lost race).
-    `failing`: the entry is claimed only to report that it is invalid, with this code; the
-    claim writes it at once, so the entry reads as failed from the claim on (another entry's
-    `unique:` examination must not take it for one being provisioned meanwhile)."""
+    `failing`: the entry is claimed only to report that it is invalid, with this code and
+    message; the claim writes both at once, so the entry reads as failed from the claim on
+    (another entry's `unique:` examination must not take it for one being provisioned
+    meanwhile, and a reader that sees the code also sees why). Such a claim carries no token:
+    a failed entry is never resumed, so nothing needs to prove whose it is."""
     changes: Changes = {
         names.mode: [(MODIFY_DELETE, [entry.mode or request]),
                      (MODIFY_ADD, [entry.lifecycle.request(request).working])],
-        names.return_value: [(MODIFY_REPLACE, [] if failing is None else [str(failing)])],
+        names.return_value: [(MODIFY_REPLACE, [] if failing is None else [str(failing[0])])],
     }
     if names.message:
-        changes[names.message] = [(MODIFY_REPLACE, [claim_message(token)] if token else [])]
+        message = clip(failing[1]) if failing else claim_message(token) if token else None
+        changes[names.message] = [(MODIFY_REPLACE, [message] if message else [])]
     return changes
 
 

@@ -106,8 +106,9 @@ def test_an_entry_found_invalid_reads_as_failed_from_its_claim_on(
         slapd: Slapd, tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An entry that lost a value at its examination is claimed to report that. Between the
     claim and the report, another entry's examination must not take it for one being
-    provisioned (then both would fail): it reads as failed, its ReturnValue set, from the claim
-    on. Seen here as the directory holds it when the failure is about to be reported."""
+    provisioned (then both would fail): it reads as failed, its ReturnValue and its message
+    set, from the claim on; a reader that sees the code also sees why (not "in progress").
+    Seen here as the directory holds it when the failure is about to be reported."""
     from provisiond.core.reporting import Reporter
 
     seen: dict[str, dict[str, str]] = {}
@@ -126,3 +127,5 @@ def test_an_entry_found_invalid_reads_as_failed_from_its_claim_on(
         failed(conn, second)
     assert seen[second]["provisiondMode"] == "adding"
     assert seen[second].get("provisiondReturnValue") == "2", seen[second]
+    assert seen[second].get("provisiondMessage", "").startswith("validate: "), seen[second]
+    assert seen[second]["provisiondMessage"] == read(conn, second)["provisiondMessage"]

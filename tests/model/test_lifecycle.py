@@ -63,6 +63,19 @@ def test_claim_is_delete_old_add_new_and_clears_return_value() -> None:
     )
 
 
+def test_a_claim_made_to_report_a_failure_writes_its_code_and_message_at_once() -> None:
+    with_message = StateAttributes(message="provisiondMessage")
+    plain = lifecycle.claim_changes(with_message, state(mode="add"), "add", "0123abcd")
+    assert plain["provisiondMessage"] == [(MODIFY_REPLACE, ["in progress: claim 0123abcd"])]
+    failing = lifecycle.claim_changes(with_message, state(mode="add"), "add", "0123abcd",
+                                      failing=(30, "validate: value \"x\":\n bad"))
+    assert failing["sstProvisioningMode"] == plain["sstProvisioningMode"]
+    assert failing["sstProvisioningReturnValue"] == [(MODIFY_REPLACE, ["30"])]
+    assert failing["provisiondMessage"] == [(MODIFY_REPLACE, ['validate: value "x": bad'])]
+    without = lifecycle.claim_changes(NAMES, state(mode="add"), "add", failing=(30, "bad"))
+    assert set(without) == {"sstProvisioningMode", "sstProvisioningReturnValue"}
+
+
 def test_success_sets_done_mode_utc_timestamp_and_zero() -> None:
     changes = lifecycle.success_changes(NAMES, "modify", NOW, {"x": ("1",), "y": ()})
     assert changes["sstProvisioningMode"][1] == (MODIFY_ADD, ["modified"])
