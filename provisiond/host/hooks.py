@@ -21,7 +21,7 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
   leftovers that keep the output pipe open are killed after a short grace (logged as strays);
   processes that detached properly are left alone (a hook may start a helper, e.g. FUSE) and
   logged (`hook-left-running`). Looking for them scans every pid in /proc, so it is done only
-  when something can be left (`_Tree.left_behind`): most hooks leave nothing, and a hook runs
+  when something can be left (`HookTree.left_behind` in hook_tree.py): most hooks leave nothing, and a hook runs
   for every entry.
 
 A descendant that double-forks, closes the pipe, is orphaned and also clears its environment
@@ -42,13 +42,14 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 
 from provisiond.exitcodes import EX_TEMPFAIL
 from provisiond.host.hook_output import HookOutput
+from provisiond.host.hook_tree import HookTree, alive, pipe_holders
 from provisiond.host.subreaper import ADOPTION, TOKEN, orphan_threads
 from provisiond.logfmt import kv
 
@@ -59,7 +60,6 @@ STANDARD_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "
 STRAY_GRACE = 1.0  # seconds a hook's leftovers may keep the output pipe open after it exits
 DRAIN_LIMIT = 2.0  # seconds we keep reading once everything we could find was killed
 _POLL = 0.05
-_TRACK_MAX_INTERVAL = 1.0
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PROGRAM_ERRNOS = {errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR, errno.EISDIR,
                    errno.ELOOP, errno.EPERM, errno.ENAMETOOLONG}
@@ -133,124 +133,6 @@ def hook_environment(*, search_path: Sequence[str], service: str, mode: str, dn:
     return env
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-class _Tree:
-    """The hook's processes: its group (pgid == leader pid), descendants seen outside it, and
-    orphans adopted by us (the subreaper) that carry the hook's token."""
-
-    def __init__(self, leader: int, token: str) -> None:
-        self.pgid = leader
-        self.token = token
-        self.leader: psutil.Process | None = None  # made on the first look: most hooks end first
-        self.tracked: dict[int, psutil.Process] = {}
-        self.interval = _POLL
-        self.reaped = False  # the leader is reaped: its pid may be reused, as a group id too
-
-    def track(self) -> None:
-        """Remember every current descendant, so they can be found after being orphaned.
-        (Only before the main process is reaped: until then its pid cannot be reused.)"""
-        if self.leader is None:
-            self.leader = psutil.Process(self.pgid)
-        self.tracked = {pid: p for pid, p in self.tracked.items() if p.is_running()}
-        found: set[int] = set()
-        for root in (self.leader, *self.tracked.values()):
-            if root.pid in found:
-                continue
-            try:
-                children = root.children(recursive=True)
-            except psutil.Error:
-                continue
-            for child in children:
-                found.add(child.pid)
-                self.tracked.setdefault(child.pid, child)
-        self.interval = min(self.interval * 2, _TRACK_MAX_INTERVAL)
-
-    def group(self) -> list[psutil.Process]:
-        members = []
-        for pid in psutil.pids():
-            try:
-                if os.getpgid(pid) == self.pgid:
-                    members.append(psutil.Process(pid))
-            except (OSError, psutil.Error):
-                continue
-        return [p for p in members if _alive(p)]
-
-    def left_behind(self) -> list[psutil.Process]:
-        """What a hook that exited by itself left running, once its main process is reaped.
-
-        Finding that takes a scan of every pid in /proc, so it is skipped when it would find
-        nothing. everyone(()) is made of the live tracked processes, the live members of the
-        group, and the adopted children carrying the token with their descendants; with no
-        live tracked process, an empty group (`group_empty`) and no such adopted child (the
-        sweep after the reap has looked), each part is empty."""
-        if (any(map(_alive, self.tracked.values())) or not group_empty(self.pgid)
-                or ADOPTION.holds(self.token)):
-            return self.everyone(())
-        return []
-
-    def everyone(self, pipe_inodes: Iterable[int]) -> list[psutil.Process]:
-        procs = {p.pid: p for p in self.tracked.values() if _alive(p)}
-        procs.update((p.pid, p) for p in self.group())
-        procs.update((p.pid, p) for p in pipe_holders(pipe_inodes))
-        procs.update((p.pid, p) for p in ADOPTION.descendants(self.token) if _alive(p))
-        return list(procs.values())
-
-    def signal(self, signum: int, procs: Iterable[psutil.Process]) -> None:
-        try:
-            if not self.reaped:  # then group members are among `procs` (everyone())
-                os.killpg(self.pgid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for proc in procs:
-            try:
-                proc.send_signal(signum)
-            except psutil.Error:
-                pass
-
-
-def group_empty(pgid: int) -> bool:
-    """Whether process group `pgid` surely has no process left, zombies included. Only sound
-    once its leader is reaped (a zombie leader is a member): while any member lives, the
-    number stays taken, so no new process can get it and ESRCH proves the group empty. A
-    number reused since can only make the answer False, which costs a scan, nothing more."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # EPERM: members we may not signal
-        return False
-    return False
-
-
-def pipe_holders(inodes: Iterable[int]) -> list[psutil.Process]:
-    """Processes (other than us) with a write end of one of these pipes open, found via /proc."""
-    wanted = {f"pipe:[{inode}]" for inode in inodes}
-    holders: list[psutil.Process] = []
-    if not wanted:
-        return holders
-    for pid in psutil.pids():
-        if pid == os.getpid():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") not in wanted:
-                    continue
-                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                    flags = next(int(ln.split()[1], 8) for ln in info if ln.startswith("flags:"))
-                if flags & os.O_ACCMODE != os.O_RDONLY:
-                    holders.append(psutil.Process(pid))
-                    break
-        except (OSError, StopIteration, psutil.Error):
-            continue
-    return [p for p in holders if _alive(p)]
-
-
 class _Run:
     """One supervised hook process: output pump, exit detection, tree killing."""
 
@@ -259,7 +141,7 @@ class _Run:
         self.proc = proc
         self.argv = argv
         self.output = HookOutput(limit)
-        self.tree = _Tree(proc.pid, token)
+        self.tree = HookTree(proc.pid, token)
         # poll(2) on three descriptors: no epoll instance to make and close for each hook
         self.poller = select.poll()
         self.names: dict[int, str] = {}  # fd -> "stdout", "stderr" or "exit"
@@ -350,7 +232,7 @@ class _Run:
                     proc.send_signal(sig)
                 except psutil.Error:
                     pass
-            if self.pump(time.monotonic() + kill_grace, lambda: not any(map(_alive, strays))):
+            if self.pump(time.monotonic() + kill_grace, lambda: not any(map(alive, strays))):
                 return
 
     def reap(self, kill_grace: float, killed: bool) -> int | None:
