@@ -14,9 +14,12 @@ Which one came first, deterministically (the stage, then the DN):
 3. then a *new* one (an add or a modify requested, not claimed yet): between two of one stage
    (two new ones of one burst, or two settled ones made before `unique:` was declared) the
    one whose DN sorts first (lowercased) keeps it.
-A failed entry keeps nothing. Files of all entries apply the same rule
-(aggregates/mirror.py `Aggregates.entries`): an entry that lost is left out of them, so the
-file stays valid even when two new entries passed their examinations at the same moment.
+A failed entry keeps nothing. A daemon examines and claims the entries of a service with
+`unique:` one at a time (core/runtime.py `ServiceRuntime.examining`), so an examination sees
+every earlier one's claim: two new entries cannot both pass by each seeing the other only
+requested. Files of all entries apply the same rule (aggregates/mirror.py
+`Aggregates.entries`): an entry that lost is left out of them, so the file stays valid even
+when two daemons sharing a subtree let two entries pass at the same moment.
 """
 
 from __future__ import annotations

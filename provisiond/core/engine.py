@@ -35,9 +35,10 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import jinja2
 
@@ -73,6 +74,14 @@ log = logging.getLogger("provisiond.engine")
 COOKIE_SAVE_INTERVAL = 1.0
 AGGREGATE_REFRESH_SECONDS = 60.0
 RECONNECT_SPREAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """An entry examined and claimed: its job, and for an invalid one its failure."""
+
+    job: Job
+    failure: tuple[int, str] | None
 PRIORITY_RESUME, PRIORITY_REQUEST, PRIORITY_STOP = 0, 1, 2
 
 
@@ -282,6 +291,27 @@ class Engine:
             if decision.action is lifecycle.Action.INVALID:
                 invalid = decision.reason
 
+        with rt.examining:  # one at a time for a service with `unique:` (ServiceRuntime)
+            taken = self._examine_and_claim(rt, work, entry, state, request, invalid)
+        if taken == "stale":  # changed since the notification: read it now
+            return self._process(replace(work, seen=None))
+        if not isinstance(taken, _Taken):
+            return taken
+        job, failure = taken.job, taken.failure
+        started = time.monotonic()
+        if failure is not None:
+            self.reporter.failure(rt, entry, request, *failure, started)
+            return True
+        return self._provision_claimed(rt, work, entry, job, started)
+
+    def _examine_and_claim(self, rt: ServiceRuntime, work: Work, entry: Entry,
+                           state: lifecycle.EntryState, request: str,
+                           invalid: str | None) -> _Taken | bool | None | Literal["stale"]:
+        """Examine the entry, admit it to its serialization key, claim it (a request; a
+        resume holds its claim): the job taken, with its failure if it is invalid; "stale"
+        when the claim found the entry changed since the notification; else what
+        `_process` returns."""
+        spec = rt.spec
         found = self.intake.examine(spec, entry, request, invalid, work.kind == "request")
         if isinstance(found, Deferred):
             if found.why == "outage":
@@ -303,17 +333,13 @@ class Engine:
             csn = (entry.attributes.get("entrycsn") or (None,))[0] if entry is work.seen else None
             claimed, reason = self.claimer.claim(
                 rt, entry, state, request, self.keys.held(entry.uuid), csn, failing=failure)
-            if claimed is Claimed.STALE:  # changed since the notification: read it now
-                return self._process(replace(work, seen=None))
+            if claimed is Claimed.STALE:
+                return "stale"
             if claimed is Claimed.UNANSWERED:
                 return self._retry_later(rt, work, reason, outage=True)
             if claimed is Claimed.NOT_OURS:
                 return True  # lost: settled
-        started = time.monotonic()
-        if failure is not None:
-            self.reporter.failure(rt, entry, request, *failure, started)
-            return True
-        return self._provision_claimed(rt, work, entry, job, started)
+        return _Taken(job, failure)
 
     def _provision_claimed(self, rt: ServiceRuntime, work: Work, entry: Entry, job: Job,
                            started: float) -> bool | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -138,6 +139,15 @@ class ServiceRuntime:
         )
         self.connected = False
         self.last_sync: float | None = None
+        # `unique:` ranks an entry claimed above one only requested (aggregates/unique.py).
+        # Were two entries with one value examined at once, each would see the other only
+        # requested, and both could pass. So a service with `unique:` examines and claims
+        # one entry at a time: an examination sees every earlier one's claim. (Only within
+        # this daemon; two daemons sharing a subtree are not serialized; the files of all
+        # entries still leave the loser out.) The claim is one round trip, so this costs
+        # little; a service without `unique:` takes no lock.
+        self.examining: AbstractContextManager[object] = (
+            threading.Lock() if spec.unique else nullcontext())
 
     # StreamListener: called on the stream's thread; must be quick.
     def on_change(self, change: Change) -> None:

@@ -4,6 +4,8 @@ of all entries keeps serving the others (the demo kind's index, `unique: [size]`
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import ldap3
@@ -129,3 +131,35 @@ def test_an_entry_found_invalid_reads_as_failed_from_its_claim_on(
     assert seen[second].get("provisiondReturnValue") == "2", seen[second]
     assert seen[second].get("provisiondMessage", "").startswith("validate: "), seen[second]
     assert seen[second]["provisiondMessage"] == read(conn, second)["provisiondMessage"]
+
+
+def test_a_new_entry_examined_while_another_is_being_claimed_waits_for_that_claim(
+        slapd: Slapd, tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two new entries with one value, the second added while the first, examined and found
+    first with it, is about to be claimed. The second's examination must see the first as
+    claimed (then it fails alone), not as merely requested: a requested entry loses to a new
+    one whose DN sorts first, and then both passed and both were reported added, though the
+    file of all entries can serve only one of them. Seen here by holding the first one's
+    claim back for a moment, with four workers."""
+    from provisiond.core.claims import Claimer
+
+    examined = threading.Event()
+    claim = Claimer.claim
+
+    def slow_claim(self: Claimer, rt: object, entry: object, *args: object, **kwargs: object):
+        if entry.dn.startswith("cn=zulu"):  # type: ignore[attr-defined]
+            examined.set()
+            time.sleep(1.0)
+        return claim(self, rt, entry, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Claimer, "claim", slow_claim)
+    conn, config = unique_size(slapd, tmp_path, root)
+    with running(config):
+        later_in_order = add_item(conn, "zulu", size="10M")
+        assert examined.wait(30), "zulu was never claimed"
+        first_in_order = add_item(conn, "alpha", size="10M")
+        wait_for(lambda: mode_of(conn, later_in_order) == "added", what="zulu added")
+        entry = failed(conn, first_in_order)
+    assert entry["provisiondMode"] == "adding", entry
+    assert "cn=zulu" in entry["provisiondMessage"], entry
+    assert "being provisioned" in entry["provisiondMessage"], entry
