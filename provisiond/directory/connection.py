@@ -29,6 +29,7 @@ from provisiond.model.settings import LdapSettings, read_secret
 KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_PROBES = 3
+RECEIVER_END_SECONDS = 5.0  # a receiver that does not end by then is left (ldap3 closes)
 # What ldap3 and the socket layer raise for an unreachable server or settings they reject at
 # run time (a malformed URI, a missing CA file, a NaN or infinite timeout).
 CONNECT_ERRORS = (LDAPException, OSError, ValueError, TypeError, OverflowError)
@@ -130,12 +131,35 @@ def _failure(connection: ldap3.Connection) -> str:
 
 
 def close_quietly(connection: ldap3.Connection) -> None:
-    """Close a connection that failed to become usable: its socket, and on ASYNC_STREAM the
-    receiver thread, would otherwise stay behind on every retry."""
+    """Close a connection (one that failed to become usable too: its socket, and on
+    ASYNC_STREAM the receiver thread, would otherwise stay behind on every retry).
+
+    A stream's receiver thread must have ended before its socket's descriptor is closed.
+    ldap3's unbind closes it at once, while the receiver may be about to read it; the number
+    is then free, the next file, pipe or socket opened gets it, and the late read takes that
+    one's bytes (over TLS, OpenSSL read()s the number it was given: the TLS tests saw
+    slapadd lose the first bytes of its standard input). So the socket is shut down first:
+    the receiver reads the end of the stream while the number stays taken; it is waited for,
+    and only then does ldap3 close. An unbind request cannot be sent after the shutdown; the
+    server takes the closed connection as one."""
+    receiver = getattr(connection.strategy, "receiver", None)
+    sock = connection.socket
+    if (sock is not None and receiver is not None and receiver.is_alive()
+            and receiver is not threading.current_thread()):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        receiver.join(RECEIVER_END_SECONDS)
     try:
         connection.unbind()
     except Exception:  # noqa: BLE001 - it is broken already; closing is all we want
         pass
+    if not connection.closed:  # the unbind failed before ldap3 closed the socket
+        try:
+            connection.strategy.close()
+        except Exception:  # noqa: BLE001 - as above
+            pass
 
 
 def enable_keepalive(connection: ldap3.Connection) -> None:
