@@ -30,6 +30,7 @@ from pyasn1.codec.ber import decoder
 from pyasn1.error import PyAsn1Error
 
 from provisiond.config.syntax import uses_tls
+from provisiond.directory.tls_socket import SerializedSSLSocket
 
 START_TLS_OID = "1.3.6.1.4.1.1466.20037"
 # LDAPMessage { messageID 1, extendedReq [APPLICATION 23] { requestName [0] START_TLS_OID } }
@@ -59,7 +60,7 @@ def describe(exc: BaseException) -> str:
 def _context(ca_file: str | None) -> ssl.SSLContext:
     """Chain and host name required; `ca_file` alone when given, else the system store."""
     try:
-        return ssl.create_default_context(cafile=ca_file)
+        context = ssl.create_default_context(cafile=ca_file)
     except FileNotFoundError:
         raise TlsRefused(f"TLS: cannot read ca_file {ca_file}: no such file") from None
     except ssl.SSLError as exc:
@@ -67,6 +68,9 @@ def _context(ca_file: str | None) -> ssl.SSLContext:
                          f"({exc.reason or exc})") from None
     except OSError as exc:
         raise TlsRefused(f"TLS: cannot read ca_file {ca_file}: {exc.strerror or exc}") from None
+    # ldap3's stream reads in a thread of its own while the caller writes (tls_socket.py)
+    context.sslsocket_class = SerializedSSLSocket
+    return context
 
 
 def _start_tls(sock: socket.socket) -> None:
