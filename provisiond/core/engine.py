@@ -74,6 +74,7 @@ log = logging.getLogger("provisiond.engine")
 COOKIE_SAVE_INTERVAL = 1.0
 AGGREGATE_REFRESH_SECONDS = 60.0
 RECONNECT_SPREAD_SECONDS = 1.0
+PRIORITY_RESUME, PRIORITY_REQUEST, PRIORITY_STOP = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,6 @@ class _Taken:
 
     job: Job
     failure: tuple[int, str] | None
-PRIORITY_RESUME, PRIORITY_REQUEST, PRIORITY_STOP = 0, 1, 2
 
 
 class Engine:

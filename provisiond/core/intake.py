@@ -5,9 +5,10 @@ entry's values validated with their types, its DN checked, the entries it refere
 (or waited for), no `unique:` value another entry keeps, the request's preconditions met,
 and a delete or change of an entry others still reference refused (`dependents:`). A problem
 with the entry itself is not decided here but carried to the claim: a claimed entry with an
-invalid value is reported failed with the value's code and a message, so the portal sees it. What cannot be decided now is deferred:
-the directory went away, a referenced entry is still being provisioned, or a precondition is
-not met yet (the entry stays as it is until its next change).
+invalid value is reported failed with the value's code and a message, so the portal sees it.
+What cannot be decided now is deferred: the directory went away, a referenced entry is still
+being provisioned, or a precondition is not met yet (the entry stays as it is until its next
+change).
 """
 
 from __future__ import annotations

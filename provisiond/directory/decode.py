@@ -26,13 +26,13 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _ESCAPED = range(0xDC80, 0xDD00)  # how "surrogateescape" carries the bytes 0x80-0xFF
 
 
-
 def checked_uuid(text: str) -> str:
     """`text` if it is an entryUUID as the server writes it, else ValueError: what names a
     record in the daemon's state (journal, provisioned store)."""
     if not UUID.fullmatch(text):
         raise ValueError(f"not an entryUUID: {text!r}")
     return text
+
 
 def dn_text(raw: bytes | str) -> str:
     """A DN as the server sent it: text where it is valid UTF-8, `\\XX` for other bytes."""

@@ -68,8 +68,6 @@ def _context(ca_file: str | None) -> ssl.SSLContext:
                          f"({exc.reason or exc})") from None
     except OSError as exc:
         raise TlsRefused(f"TLS: cannot read ca_file {ca_file}: {exc.strerror or exc}") from None
-    # ldap3's stream reads in a thread of its own while the caller writes (tls_socket.py)
-    context.sslsocket_class = SerializedSSLSocket
     return context
 
 
@@ -122,6 +120,10 @@ class VerifiedTls(ldap3.Tls):
         del do_handshake  # always now: nothing may be sent before the peer is verified
         try:
             context = _context(self.ca_file)
+            if not connection.strategy.sync:
+                # a stream is read by ldap3's receiver thread while the caller writes it
+                # (tls_socket.py); a synchronous connection has one thread and no such cost
+                context.sslsocket_class = SerializedSSLSocket
             if self.negotiate_start_tls:
                 _start_tls(connection.socket)
             connection.socket = context.wrap_socket(connection.socket,

@@ -15,8 +15,10 @@ bytes outside the lock (a poll on the descriptor). A reader waiting for the answ
 request thus never holds up the writer of that request. (Waiting inside the lock deadlocked:
 SSL_read consumed the session tickets and went on waiting for data the bind would bring.)
 
-The socket stays an ssl.SSLSocket (VerifiedTls makes it through SSLContext.sslsocket_class);
-a connection used by one thread only takes an uncontended lock per call.
+The socket stays an ssl.SSLSocket (VerifiedTls makes it through SSLContext.sslsocket_class),
+for stream connections only: a read here costs about 30 us more CPU than a plain one (the
+timeout switched off and back, a second attempt after the poll), which a synchronous
+connection, read and written by one thread, has no reason to pay.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ Hooks are arbitrary programs, so running one must be bounded and must not leak:
   leftovers that keep the output pipe open are killed after a short grace (logged as strays);
   processes that detached properly are left alone (a hook may start a helper, e.g. FUSE) and
   logged (`hook-left-running`). Looking for them scans every pid in /proc, so it is done only
-  when something can be left (`HookTree.left_behind` in hook_tree.py): most hooks leave nothing, and a hook runs
-  for every entry.
+  when something can be left (`HookTree.left_behind` in hook_tree.py): most hooks leave
+  nothing, and a hook runs for every entry.
 
 A descendant that double-forks, closes the pipe, is orphaned and also clears its environment
 (dropping the token) before the first look at the tree can still escape a timeout kill;
