@@ -249,6 +249,11 @@ class Mirror:
             self.stream.run_once()
             return dict(self.members), set(self.unsettled)
 
+    def close(self) -> None:
+        """Close the connection the passes keep (the next pass opens one)."""
+        with self.lock:
+            self.stream.close()
+
 
 class Aggregates:
     def __init__(self, factory: ConnectionFactory, services: Sequence[ServiceSpec] = (),
@@ -329,6 +334,14 @@ class Aggregates:
             else:
                 found[uuid] = Member(dn, uuid, overlay, vars=service.vars, service=service.name)
         return found, unsettled | set(overlays)
+
+    def close(self) -> None:
+        """Close the mirrors' connections: the engine stops, or a reload replaces it (the
+        garbage collector would close them only later, slapd holding them meanwhile)."""
+        with self._lock:
+            mirrors = list(self._mirrors.values())
+        for mirror in mirrors:
+            mirror.close()
 
     def mirror(self, service: ServiceSpec) -> Mirror:
         with self._lock:

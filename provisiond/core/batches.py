@@ -67,14 +67,22 @@ class RenderBatches:
         self._thread: threading.Thread | None = None
         self.renders = 0  # batches rendered (tests and the bench count them)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="render-batches", daemon=True)
+    def start(self, wrap: Callable[[Callable[[], None]], Callable[[], None]] = lambda f: f
+              ) -> None:
+        """Start the thread; `wrap` wraps its body (the engine's closes the thread's
+        directory connections when it ends)."""
+        self._thread = threading.Thread(target=wrap(self._loop), name="render-batches",
+                                        daemon=True)
         self._thread.start()
 
     def park(self, parked: Parked) -> None:
         with self._cond:
-            self._parked.setdefault(parked.path, []).append(parked)
-            self._cond.notify_all()
+            late = self._stopping  # the thread may have ended: nobody else would render it
+            if not late:
+                self._parked.setdefault(parked.path, []).append(parked)
+                self._cond.notify_all()
+        if late:
+            self._run([parked])  # at once, as a stop renders everything
 
     def poke(self) -> None:
         """The engine may have become quiet: look again now."""
@@ -83,11 +91,20 @@ class RenderBatches:
                 self._cond.notify_all()
 
     def stop(self) -> None:
-        """Render what is parked now (the jobs may report within the grace period), then
-        stop taking jobs: the engine does not park any after this."""
+        """Render what is parked now (the jobs may report within the grace period); the
+        thread ends then. A job parked later (its worker was busy at the stop) is rendered
+        at once, in its worker."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end after `stop` (it renders what is parked first); True
+        if it ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def count(self) -> int:
         with self._cond:
@@ -105,12 +122,16 @@ class RenderBatches:
         return [], wait
 
     def _loop(self) -> None:
+        # Ends once stopped with nothing left parked: a reload builds a new engine, and a
+        # thread left waiting here would keep the old one alive (and one more thread) for ever.
         while True:
             with self._cond:
                 while True:
                     jobs, wait = self._due(time.monotonic())
                     if jobs:
                         break
+                    if self._stopping:
+                        return
                     self._cond.wait(wait)  # None: until a job is parked
             self._run(jobs)
 

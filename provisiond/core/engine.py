@@ -58,7 +58,11 @@ from provisiond.core.scheduler import Scheduler
 from provisiond.core.serialize import Admission, KeyFailed, ServiceKeys
 from provisiond.core.waiting import Waiting
 from provisiond.directory.access import Directory, Entry
-from provisiond.directory.connection import ConnectionFactory, DirectoryUnavailable
+from provisiond.directory.connection import (
+    ConnectionFactory,
+    DirectoryUnavailable,
+    closing_thread_connections,
+)
 from provisiond.directory.stream import Change
 from provisiond.exitcodes import EX_FAILED, EX_OK, EX_UNAVAILABLE
 from provisiond.host.hostlock import AggregateLocks
@@ -521,14 +525,16 @@ class Engine:
         for rt in self.services.values():
             self.recovery.resume_journal(rt)
         self.scheduler.start()
-        self.batches.start()
+        self.batches.start(closing_thread_connections)
         for number in range(self.config.workers):
-            thread = threading.Thread(target=self._worker, name=f"worker-{number}", daemon=True)
+            thread = threading.Thread(target=closing_thread_connections(self._worker),
+                                      name=f"worker-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
         for target, name in ((self._save_cookies_loop, "cookies"),
                              (self._refresh_aggregates_loop, "aggregates")):
-            threading.Thread(target=target, name=name, daemon=True).start()
+            threading.Thread(target=closing_thread_connections(target), name=name,
+                             daemon=True).start()
 
     def _aggregate_paths(self) -> list[Path]:
         paths = []
@@ -601,7 +607,8 @@ class Engine:
     def run_streams(self, stop: threading.Event) -> list[threading.Thread]:
         threads = []
         for rt in self.services.values():
-            thread = threading.Thread(target=rt.stream.run, args=(stop,),
+            thread = threading.Thread(target=closing_thread_connections(rt.stream.run),
+                                      args=(stop,),
                                       name=f"stream-{rt.spec.name}", daemon=True)
             thread.start()
             threads.append(thread)
@@ -647,5 +654,6 @@ class Engine:
             self._queue.put((PRIORITY_STOP, next(self._order), None))
         self.save_cookies()
         self.locks.release()
+        self.aggregates.close()
         return finished
 

@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 from provisiond.core.journal import Journal
 from provisiond.core.watermark import Watermark
 from provisiond.directory.access import Entry
-from provisiond.directory.connection import ConnectionFactory
+from provisiond.directory.connection import ConnectionFactory, closing_thread_connections
 from provisiond.directory.cookie import CookieStore
 from provisiond.directory.stream import Change, ChangeStream
 from provisiond.logfmt import kv
@@ -168,7 +168,8 @@ class ServiceRuntime:
                    reason=reason))
         if up:
             self.owner.directory_back()
-            threading.Thread(target=self.owner.recover, args=(self,), daemon=True,
+            threading.Thread(target=closing_thread_connections(self.owner.recover),
+                             args=(self,), daemon=True,
                              name=f"recover-{self.spec.name}").start()
 
     def save_cookie(self) -> None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 import socket
 import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -35,6 +38,12 @@ RECEIVER_END_SECONDS = 5.0  # a receiver that does not end by then is left (ldap
 CONNECT_ERRORS = (LDAPException, OSError, ValueError, TypeError, OverflowError)
 
 
+# Every factory, so a thread's end can close what it opened through any of them (the engine's
+# and the aggregates mirror's).
+_FACTORIES: weakref.WeakSet[ConnectionFactory] = weakref.WeakSet()
+_FACTORIES_LOCK = threading.Lock()
+
+
 class DirectoryUnavailable(Exception):
     """The server cannot be reached or refused the bind: a transient condition."""
 
@@ -46,6 +55,8 @@ class ConnectionFactory:
     def __init__(self, settings: LdapSettings) -> None:
         self.settings = settings
         self._local = threading.local()
+        with _FACTORIES_LOCK:
+            _FACTORIES.add(self)
 
     def open(self, *, stream: bool = False, write: bool = False) -> ldap3.Connection:
         """A bound connection; every failure, whatever its kind (unreachable server, TLS not
@@ -120,6 +131,29 @@ class ConnectionFactory:
             if connection is not None:
                 close_quietly(connection)
                 setattr(self._local, key, None)
+
+
+def closing_thread_connections(target: Callable[..., None]) -> Callable[..., None]:
+    """`target` as a thread's body that closes the connections the thread opened (through
+    any factory) when it ends. Left to the garbage collector (connection and strategy form a
+    cycle), they stayed open, and slapd held them, for a while after each reload or
+    reconnection."""
+
+    def body(*args: Any) -> None:
+        try:
+            target(*args)
+        finally:
+            drop_thread_connections()
+
+    return body
+
+
+def drop_thread_connections() -> None:
+    """Close the connections this thread opened through any factory."""
+    with _FACTORIES_LOCK:
+        factories = list(_FACTORIES)
+    for factory in factories:
+        factory.drop_thread_connection()
 
 
 def _failure(connection: ldap3.Connection) -> str:

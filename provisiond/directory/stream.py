@@ -301,9 +301,13 @@ class ChangeStream:
             while not stop.is_set():
                 stop.wait(self._attempt(stop))
         finally:
-            if self._connection is not None:
-                close_quietly(self._connection)
-                self._connection = None
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection kept between passes; a later pass opens another."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            close_quietly(connection)
 
     def _attempt(self, stop: threading.Event) -> float:
         """One persistent search, or one pass; returns the seconds to wait before the next."""

@@ -161,3 +161,35 @@ def test_a_stop_renders_what_is_parked_at_once(tmp_path: Path) -> None:
     assert resumed == []  # busy engine, window not over: it waits for company
     batches.stop()
     wait_for(lambda: len(resumed) == 1, 5, "rendered at the stop, so it may still report")
+
+
+def test_the_batchers_thread_ends_once_its_stop_has_rendered_everything(tmp_path: Path) -> None:
+    """A reload builds a new engine: the old batcher's thread must end, or each SIGHUP left
+    one behind holding the whole old engine (its services, journals and connections)."""
+    resumed: list[Any] = []
+    batches = RenderBatches(lambda jobs: None, resumed.append, lambda: False, window=30)
+    batches.start()
+    batches.park(Parked(tmp_path / "f", time.monotonic(), "a", "a"))
+    batches.stop()
+    assert batches.join(timeout=5)
+    assert len(resumed) == 1  # the parked job was rendered and resumed before the end
+
+
+def test_a_batcher_stopped_with_nothing_parked_ends(tmp_path: Path) -> None:
+    batches = RenderBatches(lambda jobs: None, lambda parked: None, lambda: True, window=30)
+    batches.start()
+    time.sleep(0.1)  # its thread waits for a job
+    batches.stop()
+    assert batches.join(timeout=5)
+
+
+def test_a_job_parked_after_the_stop_is_rendered_at_once(tmp_path: Path) -> None:
+    """A worker still busy at the stop may reach its render after the batcher's thread has
+    ended: it must not wait for a thread that is gone (its entry would miss the grace)."""
+    resumed: list[Any] = []
+    batches = RenderBatches(lambda jobs: None, resumed.append, lambda: False, window=30)
+    batches.start()
+    batches.stop()
+    assert batches.join(timeout=5)
+    batches.park(Parked(tmp_path / "f", time.monotonic(), "late", "late"))
+    wait_for(lambda: len(resumed) == 1, 5, "the late job rendered and resumed")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ldap3
+import psutil
 import pytest
 
 from provisiond.core.journal import Journal
@@ -234,6 +235,46 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(
         wait_for(lambda: mode_of(conn, dn) == "added")
         assert (other / "items" / "after.conf").exists()
         assert daemon.poll() is None
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
+def threads_and_connections(process: psutil.Process) -> tuple[int, int]:
+    time.sleep(0.05)
+    return process.num_threads(), len(process.net_connections(kind="inet"))
+
+
+def test_reloads_leave_no_threads_or_connections_behind(
+    slapd: Slapd, tmp_path: Path, root: Path
+) -> None:
+    """Each SIGHUP builds a new engine; the old one's threads must all end (a batcher thread
+    left behind kept the whole old engine alive: one more thread per reload, for ever) and
+    its workers' connections be closed (not left to the garbage collector, which let slapd
+    hold them open for a while: four more per reload here)."""
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root))
+    log = tmp_path / "daemon.log"
+    conn = connect(slapd)
+    daemon = start_daemon(config, log=log)
+    process = psutil.Process(daemon.pid)
+
+    def reload_and_provision(reloads: int) -> None:
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: log.read_text().count("event=reloaded") == reloads)
+        dn = add_item(conn, f"after-reload-{reloads}")
+        wait_for(lambda: mode_of(conn, dn) == "added")
+
+    try:
+        dn = add_item(conn, "before")  # the daemon is up, its signal handlers set
+        wait_for(lambda: mode_of(conn, dn) == "added")
+        reload_and_provision(1)
+        samples = [threads_and_connections(process) for _ in range(20)]
+        threads, connections = (min(column) for column in zip(*samples, strict=True))
+        for reloads in range(2, 12):
+            reload_and_provision(reloads)
+        wait_for(lambda: process.num_threads() <= threads, 10,
+                 f"the threads of 10 replaced engines to end (settled: {threads})")
+        wait_for(lambda: threads_and_connections(process)[1] <= connections, 10,
+                 f"the connections of 10 replaced engines closed (settled: {connections})")
     finally:
         assert stop_daemon(daemon) == 0
 
