@@ -4,7 +4,6 @@ backing store fails the apply, and a run killed at any point is finished by the 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -144,30 +143,53 @@ def test_a_second_run_changes_nothing(tgtd: Tgtd, tmp_path: Path) -> None:
     assert tgtd.show() == before
 
 
+# Stands in for tgtadm: runs the real one, then, at the call numbered in `kill_at`, kills its
+# whole process group (the hook and itself) with SIGKILL, as a power cut would.
+KILLING_TGTADM = """#!/bin/sh
+calls=$(( $(cat "{work}/calls") + 1 ))
+echo "$calls" > "{work}/calls"
+{tgtadm} "$@"
+status=$?
+[ "$calls" -eq "$(cat "{work}/kill_at")" ] && kill -KILL 0
+exit $status
+"""
+
+
 @pytest.mark.slow
 def test_a_run_killed_at_any_point_is_finished_by_the_next(tgtd: Tgtd, tmp_path: Path) -> None:
+    """Killed right after each of its tgtadm calls in turn (not at guessed moments: a run's
+    changes take a few milliseconds at the end of its start-up), the next run finishes it,
+    and removes what the killed run made for a target the file no longer has."""
     disks = {i: backing(tmp_path, f"repo{i}") for i in range(1, 4)}
     config = tmp_path / "targets.conf"
     blocks = [target_block(f"t{i}", chap=(f"user{i}", SECRET), luns={1: disks[i]})
               for i in range(1, 4)]
-    config.write_text("".join(blocks))
+    killing = tmp_path / "tgtadm"
+    killing.write_text(KILLING_TGTADM.format(work=tmp_path, tgtadm=TGTADM))
+    killing.chmod(0o755)
     cut_short = 0
-    for step in range(60):  # kill 10 ms later each time, until a run ends on its own
+    for kill_at in range(1, 200):
         tgtd.clear()
         Path(f"{config}.state").unlink(missing_ok=True)
-        process = subprocess.Popen([str(HOOK), "apply", str(config), TGTADM, tgtd.socket],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(step / 100)
-        if process.poll() is not None:
+        config.write_text("".join(blocks))
+        (tmp_path / "calls").write_text("0\n")
+        (tmp_path / "kill_at").write_text(f"{kill_at}\n")
+        run = subprocess.run([str(HOOK), "apply", str(config), str(killing), tgtd.socket],
+                             capture_output=True, text=True, timeout=60, check=False,
+                             start_new_session=True)
+        if run.returncode != -signal.SIGKILL:  # it made fewer calls: it ended on its own
+            assert run.returncode == 0, run.stderr
             break
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
         cut_short += bool(tgtd.tids())  # killed with part of the work done
-        result = apply(tgtd, config, *blocks)
-        assert result.returncode == 0, (step, result.stderr)
-        for i in range(1, 4):
+        # The next run's file drops t3: whatever the killed run made of it must go too.
+        result = apply(tgtd, config, *blocks[:2])
+        assert result.returncode == 0, (kill_at, result.stderr)
+        for i in range(1, 3):
             assert tgtd.login(ALLOWED, f"{IQN}:t{i}", 1, chap=(f"user{i}", SECRET)).returncode == 0
-    assert cut_short >= 2  # the kills did land in the middle of runs
+        assert len(tgtd.tids()) == 2, (kill_at, tgtd.show())
+    else:
+        raise AssertionError("every run was killed: the counting tgtadm never stopped it")
+    assert cut_short >= 10  # a run of three targets makes dozens of calls
 
 
 @pytest.mark.parametrize("text, reason", [
