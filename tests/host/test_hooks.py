@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +22,7 @@ from provisiond.host.hooks import (
     resolve_program,
     run_hook,
 )
+from tests.support import REPO
 
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
@@ -308,29 +309,52 @@ def test_runs_in_own_session_with_stdin_devnull(tmp_path: Path) -> None:
     assert result.output_tail == "True True\n'' /\n"
 
 
-def open_descriptors() -> set[str]:
-    import os
+# Runs the hooks in a fresh interpreter: in the pytest process, threads left by earlier tests
+# (an engine's stream reconnecting, a socket the garbage collector closes) open and close
+# descriptors at any moment, and CI saw both ways once.
+DESCRIPTOR_CHECK = """
+import os, sys
+from provisiond.host.hooks import HookError, run_hook
 
-    return set(os.listdir("/proc/self/fd"))
+ok, failing, slow, missing = sys.argv[1:]
+env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+def descriptors():
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the directory listing's own descriptor, closed by now
+            pass
+    return found
+
+run_hook([ok], env=env, timeout=5)  # the /dev/null kept for every hook is open from now on
+before = descriptors()
+for _ in range(20):
+    run_hook([failing], env=env, timeout=5)
+    try:
+        run_hook([missing], env=env, timeout=5)
+    except HookError:
+        pass
+    else:
+        sys.exit("a missing program ran")
+run_hook([slow], env=env, timeout=0.2, kill_grace=0.5)
+after = descriptors()
+print(sorted(f"{fd} {after[fd]}" for fd in after.keys() - before.keys()))
+"""
 
 
 def test_hooks_leave_no_descriptors_open(tmp_path: Path) -> None:
     """The output pipes, the exit pidfd and stdin's /dev/null: whatever a hook ran with is
     closed afterwards, whether it ran, failed, could not start or timed out (one /dev/null is
-    kept for every hook).
-
-    Only new descriptors count: an earlier test's socket that the garbage collector or its
-    thread closes meanwhile frees a number (CI saw that once), while a leak leaves dozens of
-    new numbers after these 41 runs."""
-    run_hook([sh(tmp_path, "echo out; echo err >&2\n")], env=ENV, timeout=5)  # /dev/null kept
-    gc.collect()
-    before = open_descriptors()
-    for _ in range(20):
-        run_hook([sh(tmp_path, "echo out; echo err >&2; exit 3\n")], env=ENV, timeout=5)
-        with pytest.raises(HookError):
-            run_hook([str(tmp_path / "missing")], env=ENV, timeout=5)
-    run_hook([sh(tmp_path, "sleep 5\n", name="slow")], env=ENV, timeout=0.2, kill_grace=0.5)
-    assert open_descriptors() - before == set()
+    kept for every hook)."""
+    hooks = [sh(tmp_path, "echo out; echo err >&2\n", name="ok"),
+             sh(tmp_path, "echo out; echo err >&2; exit 3\n", name="failing"),
+             sh(tmp_path, "sleep 5\n", name="slow"), str(tmp_path / "missing")]
+    result = subprocess.run([sys.executable, "-c", DESCRIPTOR_CHECK, *hooks], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"  # no descriptor left open that was not before
 
 
 def test_a_hooks_stdin_is_dev_null_on_every_run(tmp_path: Path) -> None:
