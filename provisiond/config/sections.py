@@ -109,7 +109,8 @@ ADMIN_HOOKS = Section(
 
 RETRY = Section(
     "retry",
-    "Transient failures (hook exit 75, LDAP unavailable) are retried, then reported.",
+    "Transient failures (hook exit 75) are retried, then reported; while LDAP is away an "
+    "entry waits for it without a limit.",
     (
         Option("limit", "int", "Attempts after the first before the entry fails.", default=5,
                minimum=0, maximum=1000),

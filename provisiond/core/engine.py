@@ -380,10 +380,13 @@ class Engine:
                 parked = True
                 return None
             except StepFailed as failure:
-                if failure.transient and work.attempt < self.config.retry.limit:
+                # The directory away is not the entry's failure: it waits for the directory
+                # (a reconnect brings it forward) however long that takes, as a claim does.
+                if failure.outage or (failure.transient
+                                      and work.attempt < self.config.retry.limit):
                     return self._retry_later(rt, replace(work, kind="resume",
                                                          progress=failure.outcome),
-                                             failure.message)
+                                             failure.message, outage=failure.outage)
                 # its on_failure outputs: those for the parent first (core/parents.py)
                 message = parents.with_failure(self.reporter, rt, entry, failure.outcome,
                                                failure.message)

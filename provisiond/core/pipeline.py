@@ -36,12 +36,18 @@ log = logging.getLogger("provisiond.pipeline")
 
 
 class StepFailed(Exception):
-    def __init__(self, step: str, code: int, message: str, transient: bool = False) -> None:
+    """A step's failure. `transient`: worth trying again (a hook's exit 75, the directory
+    away). `outage`: the directory was away: not the entry's doing, so the engine waits for
+    the directory without counting it against the entry's retries."""
+
+    def __init__(self, step: str, code: int, message: str, transient: bool = False,
+                 outage: bool = False) -> None:
         super().__init__(message)
         self.step = step
         self.code = code
         self.message = message
-        self.transient = transient
+        self.transient = transient or outage
+        self.outage = outage
         self.outcome: Outcome | None = None
 
 
@@ -117,7 +123,7 @@ class Pipeline:
                 except DirectoryUnavailable as exc:
                     raise StepFailed(step.name, step.code,
                                      f"{step.name}: directory unavailable: {exc}",
-                                     transient=True) from exc
+                                     outage=True) from exc
                 except StepFailed:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a bug fails the entry, not the daemon

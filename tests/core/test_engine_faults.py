@@ -290,6 +290,31 @@ def test_retries_waiting_for_the_directory_run_soon_after_it_is_back(
                  what="added soon after the reconnect, not after 30 s")
 
 
+def test_a_step_cut_off_by_an_outage_waits_for_the_directory_instead_of_failing(
+    slapd: Slapd, tmp_path: Path, root: Path
+) -> None:
+    """A step that reads the directory (here the render of the file of all entries) during an
+    outage longer than the retry budget: the entry is not the cause, so it must not fail (CI
+    under load saw one fail with code 8 'directory unavailable' across a slapd restart). It
+    waits for the directory like a claim does, and goes on when a stream reconnects."""
+    conn = connect(slapd)
+    config = write_config(tmp_path / "cfg", slapd, demo_service(root),
+                          retry={"limit": 2, "initial": 0.1, "maximum": 0.2})
+    with running(config) as engine:
+        rt = engine.services["demo"]
+        wait_for(lambda: rt.connected, what="connected")
+        engine.aggregates.with_overlays = unavailable  # type: ignore[method-assign]
+        dn = add_item(conn, "outage")
+        wait_for(lambda: engine.counters.retried >= 4, 10,
+                 "the step retried past the retry limit (0.3 s of budget)")
+        assert read(conn, dn).get("provisiondReturnValue", "0") == "0"  # not failed
+        del engine.aggregates.with_overlays
+        rt.on_connection(False, "injected")
+        rt.on_connection(True, "back")  # the stream reconnected
+        wait_for(lambda: mode_of(conn, dn) == "added", 10, "added once the directory is back")
+    assert "outage" in index_names(root)
+
+
 def test_retry_delays_are_jittered(slapd: Slapd, tmp_path: Path, root: Path) -> None:
     config = write_config(tmp_path / "cfg", slapd, demo_service(root),
                           retry={"initial": 8, "maximum": 60})
