@@ -143,17 +143,12 @@ def closing_thread_connections(target: Callable[..., None]) -> Callable[..., Non
         try:
             target(*args)
         finally:
-            drop_thread_connections()
+            with _FACTORIES_LOCK:
+                factories = list(_FACTORIES)
+            for factory in factories:
+                factory.drop_thread_connection()
 
     return body
-
-
-def drop_thread_connections() -> None:
-    """Close the connections this thread opened through any factory."""
-    with _FACTORIES_LOCK:
-        factories = list(_FACTORIES)
-    for factory in factories:
-        factory.drop_thread_connection()
 
 
 def _failure(connection: ldap3.Connection) -> str:

@@ -21,7 +21,6 @@ import psutil
 from provisiond.config import Config, ConfigError, load_config
 from provisiond.core.clock import Clock
 from provisiond.core.engine import Engine
-from provisiond.directory.connection import drop_thread_connections
 from provisiond.host.files import atomic_write
 from provisiond.logfmt import kv
 from provisiond.process import liveness
@@ -132,7 +131,6 @@ class Runner:
                 self.notifier.stopping()
             stop.set()
             finished = engine.shutdown(grace=self.config.shutdown_grace)
-            drop_thread_connections()  # what this thread opened (the journal's resumes)
             self.publisher.remove()
             if not finished:
                 log.warning(kv(event="grace-expired",

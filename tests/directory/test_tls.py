@@ -479,7 +479,6 @@ def test_run_with_a_wrong_ca_stays_up_and_reconnects_once_it_is_fixed(
     assert "Traceback" not in (tmp_path / "daemon.log").read_text()
 
 
-
 @pytest.mark.parametrize("start_tls_code", [None, 0], ids=["ldaps", "StartTLS"])
 def test_a_stream_binds_every_time_while_its_receiver_reads(
     pki: Pki, tmp_path: Path, start_tls_code: int | None

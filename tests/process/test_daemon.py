@@ -249,8 +249,8 @@ def test_reloads_leave_no_threads_or_connections_behind(
 ) -> None:
     """Each SIGHUP builds a new engine; the old one's threads must all end (a batcher thread
     left behind kept the whole old engine alive: one more thread per reload, for ever) and
-    its workers' connections be closed (not left to the garbage collector, which let slapd
-    hold them open for a while: four more per reload here)."""
+    the connections its threads and mirrors opened be closed (not left to the garbage
+    collector, which let slapd hold them open for a while: 2-4 more per reload here)."""
     config = write_config(tmp_path / "cfg", slapd, demo_service(root))
     log = tmp_path / "daemon.log"
     conn = connect(slapd)
